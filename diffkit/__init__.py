@@ -1,0 +1,27 @@
+"""diffkit: the tested engine behind the course *Diffusion Models and Flow Matching, Derived*.
+
+Modules are named after the math they implement:
+
+* :mod:`diffkit.schedules`  — discrete DDPM β schedules (chapter 2)
+* :mod:`diffkit.paths`      — Gaussian paths x_t = α_t x_0 + σ_t ε and the time convention (chapters 2, 6, 7, 14)
+* :mod:`diffkit.targets`    — ε / x0 / v / score / velocity conversions (chapter 4)
+* :mod:`diffkit.losses`     — DDPM, denoising score matching, flow matching objectives and weightings (3–7)
+* :mod:`diffkit.coupling`   — minibatch OT pairing (chapter 7)
+* :mod:`diffkit.grids`      — sampling time grids and spacings (chapter 4)
+* :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers, reverse SDE, PC, Langevin, DPM-Solver++ (3–8)
+* :mod:`diffkit.oracles`    — Gaussian mixtures with exact scores, denoisers and velocities
+* :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance
+* :mod:`diffkit.budgets`    — quick vs full compute budgets (``diffkit.budget(full=..., quick=...)``)
+
+Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
+"""
+
+from . import budgets, coupling, distances, grids, losses, oracles, paths, samplers, schedules, targets
+from .budgets import budget, is_quick, mode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
+    "schedules", "targets",
+]

@@ -1,0 +1,82 @@
+"""Input validation shared by every public function.
+
+Each helper raises a ``ValueError`` (or ``TypeError``) whose message names the offending
+argument and says what was expected, so a wrong call fails at the call site with a readable
+message instead of a deep traceback or a silent NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(name: str, x: Any, *, min_ndim: int = 1, ndim: int | None = None) -> Tensor:
+    """Return ``x`` if it is a floating-point tensor of the expected rank, else raise."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def as_time(name: str, t: Any, batch: int, like: Tensor, *, low: float = 0.0, high: float = 1.0) -> Tensor:
+    """Turn ``t`` (a number, or a tensor of shape () or (batch,)) into a (batch,) tensor in [low, high]."""
+    if isinstance(t, (int, float)):
+        t = torch.full((batch,), float(t), dtype=like.dtype, device=like.device)
+    elif isinstance(t, Tensor):
+        if t.ndim == 0:
+            t = t.expand(batch)
+        elif t.ndim != 1 or t.shape[0] != batch:
+            raise ValueError(f"{name} must be a number or a tensor of shape ({batch},), got shape {tuple(t.shape)}")
+        t = t.to(dtype=like.dtype, device=like.device)
+    else:
+        raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")
+    if torch.isnan(t).any() or (t < low).any() or (t > high).any():
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{t.min().item():.4g}, {t.max().item():.4g}]")
+    return t
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{name} must be a number, got NaN")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def broadcast_like(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample (B,) tensor to (B, 1, ..., 1) so that it broadcasts against ``x``."""
+    return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))

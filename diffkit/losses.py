@@ -1,0 +1,156 @@
+r"""Training objectives.  Every loss takes any ``model(x, t, y=None)`` and a batch of clean data ``x0``.
+
+All of them are one regression (chapters 3–7): draw :math:`t`, :math:`\varepsilon`, form
+:math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` on a :class:`~diffkit.paths.GaussianPath`, and regress the
+model output on the matching target (:mod:`diffkit.targets`):
+
+* :func:`ddpm_loss` — :math:`\lVert\hat\varepsilon - \varepsilon\rVert^2` (DDPM's :math:`L_\text{simple}`, chapter 3), or
+  ``target="x0"``/``"v"`` (chapter 4);
+* :func:`dsm_loss` — denoising score matching :math:`\sigma_t^2\lVert s_\theta(x_t) + \varepsilon/\sigma_t\rVert^2`
+  (Vincent, 2011; chapter 5);
+* :func:`cfm_loss` — conditional flow matching :math:`\lVert u_\theta(x_t) - (\dot\alpha_t x_0 + \dot\sigma_t\varepsilon)\rVert^2`
+  on the linear path with :math:`\sigma_\min` (rectified flow when :math:`\sigma_\min = 0`), uniform or logit-normal
+  :math:`t`, optional minibatch OT coupling (chapter 7).
+
+**Weightings** (chapter 4) are stated on the :math:`x_0` scale: the loss is
+:math:`w(t)\,\lVert\hat x_0 - x_0\rVert^2` with :math:`w = \mathrm{SNR}` (``"snr"``: equals the ε-loss),
+:math:`\max(\mathrm{SNR}, 1)` (``"truncated_snr"``, Salimans & Ho, 2022) or :math:`\min(\mathrm{SNR}, \gamma)`
+(``"min_snr"``, Hang et al., 2023), evaluated on the model's own target by the exact change of scale
+:math:`\lVert\Delta\,\text{target}\rVert^2 = k_\text{target}(t)\,\lVert\Delta x_0\rVert^2`.  ``weighting=None`` is the
+plain MSE on the model's own target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._checks import as_time, check_choice, check_number, check_tensor
+from .coupling import ot_pair
+from .paths import GaussianPath, LinearPath
+from .targets import TARGETS, from_x0_eps
+
+__all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "sample_t", "target_scale", "loss_weight",
+           "WEIGHTINGS", "T_DISTRIBUTIONS"]
+
+WEIGHTINGS = (None, "snr", "truncated_snr", "min_snr")
+T_DISTRIBUTIONS = ("uniform", "logit_normal")
+Model = Callable[..., Tensor]
+
+
+def sample_t(n: int, path: GaussianPath, *, t_dist: str = "uniform", loc: float = 0.0, scale: float = 1.0,
+             generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> Tensor:
+    r"""Training times: ``"uniform"`` (on the path's grid if it is discrete) or ``"logit_normal"``
+    :math:`t = \operatorname{sigmoid}(\mu + s\,n)`, :math:`n \sim \mathcal N(0, 1)` (SD3; Esser et al., 2024)."""
+    check_choice("t_dist", t_dist, T_DISTRIBUTIONS)
+    if t_dist == "uniform":
+        return path.sample_t(n, generator=generator, dtype=dtype, device=device)
+    if path.discrete:
+        raise ValueError("t_dist='logit_normal' needs a continuous path; a DiscretePath trains on its grid")
+    check_number("scale", scale, low=0.0, low_open=True)
+    t = torch.sigmoid(loc + scale * torch.randn(n, generator=generator, dtype=torch.float64))
+    return t.clamp(1e-6, 1.0).to(dtype=dtype, device=device)
+
+
+def target_scale(target: str, t: Tensor, path: GaussianPath) -> Tensor:
+    r""":math:`k_\text{target}(t)` with :math:`\lVert\Delta\,\text{target}\rVert^2 = k\,\lVert\Delta x_0\rVert^2` at fixed :math:`x_t`:
+    1 for x0, SNR for ε, :math:`(\alpha^2+\sigma^2)^2/\sigma^2` for v, :math:`\alpha^2/\sigma^4` for the score,
+    :math:`(\dot\alpha - \dot\sigma\alpha/\sigma)^2` for the velocity."""
+    check_choice("target", target, TARGETS)
+    a, s = path.alpha(t), path.sigma(t)
+    if target == "x0":
+        return torch.ones_like(t)
+    if target == "eps":
+        return a**2 / s**2
+    if target == "v":
+        return (a**2 + s**2) ** 2 / s**2
+    if target == "score":
+        return a**2 / s**4
+    return (path.d_alpha(t) - path.d_sigma(t) * a / s) ** 2
+
+
+def loss_weight(weighting: str | None, t: Tensor, path: GaussianPath, gamma: float = 5.0) -> Tensor:
+    """The weight :math:`w(t)` on :math:`\\lVert\\hat x_0 - x_0\\rVert^2` (``None``: not defined, returns ``None``)."""
+    check_choice("weighting", weighting, WEIGHTINGS)
+    snr = path.snr(t)
+    if weighting == "snr":
+        return snr
+    if weighting == "truncated_snr":
+        return snr.clamp_min(1.0)
+    if weighting == "min_snr":
+        check_number("gamma", gamma, low=0.0, low_open=True)
+        return snr.clamp_max(gamma)
+    raise ValueError("weighting=None has no x0-scale weight")
+
+
+def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
+                   t: Tensor | None = None, eps: Tensor | None = None, weighting: str | None = None,
+                   gamma: float = 5.0, t_dist: str = "uniform", coupling: str | None = None,
+                   generator: torch.Generator | None = None, reduce: bool = True) -> Tensor:
+    r"""The shared regression :math:`\mathbb E\,[\,w\,\lVert f_\theta(x_t, t, y) - \text{target}(x_0, \varepsilon)\rVert^2]`.
+
+    ``t`` and ``eps`` may be given (to reuse the same draws); otherwise they are sampled with ``generator``.
+    ``coupling="ot"`` re-pairs data and noise by exact minibatch OT before building :math:`x_t`.
+    Returns the mean over the batch (or the per-sample losses with ``reduce=False``); the squared error is
+    summed over all non-batch dimensions and divided by their number.
+    """
+    check_tensor("x0", x0, min_ndim=2)
+    check_choice("target", target, TARGETS)
+    check_choice("coupling", coupling, (None, "ot"))
+    B = x0.shape[0]
+    if t is None:
+        t = sample_t(B, path, t_dist=t_dist, generator=generator, dtype=x0.dtype, device=x0.device)
+    else:
+        t = as_time("t", t, B, x0)
+    if (path.sigma(t) == 0).any():
+        raise ValueError("t must avoid points where sigma_t = 0 (clean data): the targets are undefined there")
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    elif eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    if coupling == "ot":
+        x0, eps = ot_pair(x0, eps)
+    sample = path.sample(x0, t, eps)
+    goal = sample.velocity if target == "velocity" else from_x0_eps(x0, eps, target, sample.x_t, t, path)
+    pred = model(sample.x_t, t, y) if y is not None else model(sample.x_t, t)
+    if pred.shape != x0.shape:
+        raise ValueError(f"model output must have the shape of x0 {tuple(x0.shape)}, got {tuple(pred.shape)}")
+    per_sample = ((pred - goal) ** 2).flatten(1).mean(1)
+    if weighting is not None:
+        per_sample = per_sample * loss_weight(weighting, t, path, gamma) / target_scale(target, t, path)
+    return per_sample.mean() if reduce else per_sample
+
+
+def ddpm_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "eps", **kwargs) -> Tensor:
+    r"""DDPM's :math:`L_\text{simple} = \mathbb E\lVert\varepsilon - \hat\varepsilon_\theta(x_t, t)\rVert^2` (chapter 3);
+    ``target="x0"`` / ``"v"`` give the other parameterisations of chapter 4."""
+    check_choice("target", target, ("eps", "x0", "v"))
+    return diffusion_loss(model, x0, path, target=target, **kwargs)
+
+
+def dsm_loss(model: Model, x0: Tensor, path: GaussianPath, *, t: Tensor | None = None, t_dist: str = "uniform",
+             generator: torch.Generator | None = None, **kwargs) -> Tensor:
+    r"""Denoising score matching with :math:`\lambda(t) = \sigma_t^2` (Song et al., 2021; chapter 5):
+    :math:`\mathbb E\,\sigma_t^2\lVert s_\theta(x_t, t) - \nabla_{x_t}\log q(x_t|x_0)\rVert^2`,
+    :math:`\nabla_{x_t}\log q(x_t|x_0) = -\varepsilon/\sigma_t`.  The model predicts the score."""
+    for key in ("target", "weighting", "reduce"):
+        if key in kwargs:
+            raise TypeError(f"dsm_loss fixes {key}; use diffusion_loss to change it")
+    check_tensor("x0", x0, min_ndim=2)
+    if t is None:
+        t = sample_t(x0.shape[0], path, t_dist=t_dist, generator=generator, dtype=x0.dtype, device=x0.device)
+    t = as_time("t", t, x0.shape[0], x0)
+    per_sample = diffusion_loss(model, x0, path, target="score", t=t, generator=generator, reduce=False, **kwargs)
+    return (path.sigma(t) ** 2 * per_sample).mean()
+
+
+def cfm_loss(model: Model, x0: Tensor, *, sigma_min: float = 0.0, path: GaussianPath | None = None,
+             t_dist: str = "uniform", coupling: str | None = None, **kwargs) -> Tensor:
+    r"""Conditional flow matching (Lipman et al., 2023; Liu et al., 2023; chapter 7):
+    :math:`\mathbb E\lVert u_\theta(x_t, t) - (\dot\alpha_t x_0 + \dot\sigma_t\varepsilon)\rVert^2`, on
+    ``LinearPath(sigma_min)`` by default (target :math:`(1-\sigma_\min)\varepsilon - x_0`)."""
+    path = LinearPath(sigma_min) if path is None else path
+    return diffusion_loss(model, x0, path, target="velocity", t_dist=t_dist, coupling=coupling, **kwargs)

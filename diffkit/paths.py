@@ -1,0 +1,324 @@
+r"""Gaussian probability paths :math:`x_t = \alpha_t\,x_0 + \sigma_t\,\varepsilon` (chapters 2, 6, 7 and 14).
+
+**Time convention (used everywhere in diffkit).**  :math:`t \in [0, 1]`; :math:`t = 0` is clean data and
+:math:`t = 1` is (nearly) pure noise.  This is the diffusion convention (DDPM, score SDEs, SD3's rectified
+flow).  Meta's ``flow_matching`` and Lipman et al. run time the other way (:math:`t=0` noise); convert with
+:func:`flip_time` and :func:`flip_velocity`.  Discrete DDPM step :math:`n \in \{1..N\}` sits at :math:`t = n/N`
+(diffusers' 0-based timestep ``k`` is :math:`n = k + 1`, see :func:`t_from_index`).
+
+Every path gives :math:`\alpha_t`, :math:`\sigma_t`, their time derivatives, the signal-to-noise ratio
+:math:`\mathrm{SNR}(t) = \alpha_t^2/\sigma_t^2`, its log, and the SDE coefficients
+:math:`f(t) = \dot\alpha_t/\alpha_t`, :math:`g^2(t) = \tfrac{d}{dt}\sigma_t^2 - 2 f(t)\,\sigma_t^2` of the forward SDE
+:math:`dx = f(t)\,x\,dt + g(t)\,dW` whose marginals are the path (chapter 6).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import as_time, broadcast_like, check_choice, check_number, check_tensor
+from .schedules import alpha_bar_from_betas, make_betas
+
+__all__ = [
+    "GaussianPath", "PathSample", "VPPath", "SubVPPath", "VEPath", "LinearPath", "CosinePath", "DiscretePath",
+    "make_path", "PATHS", "flip_time", "flip_velocity", "t_from_index", "index_from_t",
+]
+
+Time = Tensor | float
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """A draw from the path: ``x_t = alpha_t * x0 + sigma_t * eps`` and its velocity ``dx_t/dt``."""
+
+    x_t: Tensor
+    x0: Tensor
+    eps: Tensor
+    t: Tensor
+    velocity: Tensor
+
+
+def _as_tensor(t: Time) -> Tensor:
+    if isinstance(t, Tensor):
+        return t
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return torch.tensor(float(t), dtype=torch.float64)
+    raise TypeError(f"t must be a number or a torch.Tensor, got {type(t).__name__}")
+
+
+class GaussianPath(ABC):
+    r"""A path :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`, :math:`t \in [0,1]`, :math:`t = 0` is data."""
+
+    #: Whether training should draw t only on a discrete grid (DDPM with N steps).
+    discrete: bool = False
+
+    @abstractmethod
+    def alpha(self, t: Time) -> Tensor: ...
+
+    @abstractmethod
+    def sigma(self, t: Time) -> Tensor: ...
+
+    @abstractmethod
+    def d_alpha(self, t: Time) -> Tensor:
+        r""":math:`d\alpha_t/dt`."""
+
+    @abstractmethod
+    def d_sigma(self, t: Time) -> Tensor:
+        r""":math:`d\sigma_t/dt`."""
+
+    # --- derived quantities -------------------------------------------------------------------------
+    def snr(self, t: Time) -> Tensor:
+        r""":math:`\mathrm{SNR}(t) = \alpha_t^2 / \sigma_t^2`."""
+        return self.alpha(t) ** 2 / self.sigma(t) ** 2
+
+    def log_snr(self, t: Time) -> Tensor:
+        r""":math:`\lambda_t = \log \mathrm{SNR}(t) = 2(\log\alpha_t - \log\sigma_t)`."""
+        return 2 * (torch.log(self.alpha(t)) - torch.log(self.sigma(t)))
+
+    def drift(self, t: Time) -> Tensor:
+        r""":math:`f(t) = \dot\alpha_t / \alpha_t` of the forward SDE :math:`dx = f x\,dt + g\,dW`."""
+        return self.d_alpha(t) / self.alpha(t)
+
+    def diffusion_sq(self, t: Time) -> Tensor:
+        r""":math:`g^2(t) = 2\sigma_t\dot\sigma_t - 2 f(t)\sigma_t^2` of the forward SDE."""
+        s = self.sigma(t)
+        return 2 * s * self.d_sigma(t) - 2 * self.drift(t) * s**2
+
+    def sample(self, x0: Tensor, t: Time, eps: Tensor | None = None,
+               generator: torch.Generator | None = None) -> PathSample:
+        r"""Draw :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` for each row of ``x0`` (``t``: number or (B,))."""
+        check_tensor("x0", x0)
+        t = as_time("t", t, x0.shape[0], x0)
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        elif eps.shape != x0.shape:
+            raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+        a, s = broadcast_like(self.alpha(t), x0), broadcast_like(self.sigma(t), x0)
+        da, ds = broadcast_like(self.d_alpha(t), x0), broadcast_like(self.d_sigma(t), x0)
+        return PathSample(x_t=a * x0 + s * eps, x0=x0, eps=eps, t=t, velocity=da * x0 + ds * eps)
+
+    def sample_t(self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> Tensor:
+        """Training times: uniform on (0, 1] (discrete paths override this with their grid)."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        return (1 - u).to(dtype=dtype, device=device)  # in (0, 1]: never exactly clean data
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class VPPath(GaussianPath):
+    r"""Variance-preserving path of the VP-SDE (Song et al., 2021), chapter 6.
+
+    :math:`\beta(t) = \beta_\min + t(\beta_\max - \beta_\min)`, :math:`B(t) = \int_0^t \beta`,
+    :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t = \sqrt{1 - e^{-B(t)}}` (so :math:`\alpha_t^2 + \sigma_t^2 = 1`).
+    The discrete linear DDPM schedule with :math:`N` steps converges to it.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = check_number("beta_min", beta_min, low=0.0, low_open=True)
+        self.beta_max = check_number("beta_max", beta_max, low=self.beta_min)
+
+    def beta(self, t: Time) -> Tensor:
+        return self.beta_min + _as_tensor(t) * (self.beta_max - self.beta_min)
+
+    def integral_beta(self, t: Time) -> Tensor:
+        t = _as_tensor(t)
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def alpha(self, t: Time) -> Tensor:
+        return torch.exp(-0.5 * self.integral_beta(t))
+
+    def sigma(self, t: Time) -> Tensor:
+        return torch.sqrt(-torch.expm1(-self.integral_beta(t)))
+
+    def d_alpha(self, t: Time) -> Tensor:
+        return -0.5 * self.beta(t) * self.alpha(t)
+
+    def d_sigma(self, t: Time) -> Tensor:
+        return 0.5 * self.beta(t) * self.alpha(t) ** 2 / self.sigma(t)
+
+
+class SubVPPath(VPPath):
+    r"""sub-VP path (Song et al., 2021): :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t = 1 - e^{-B(t)}`."""
+
+    def sigma(self, t: Time) -> Tensor:
+        return -torch.expm1(-self.integral_beta(t))
+
+    def d_sigma(self, t: Time) -> Tensor:
+        return self.beta(t) * torch.exp(-self.integral_beta(t))
+
+
+class VEPath(GaussianPath):
+    r"""Variance-exploding path of the VE-SDE / NCSN (chapter 6): :math:`\alpha_t = 1` and
+    :math:`\sigma_t^2 = \sigma_\min^2\big((\sigma_\max/\sigma_\min)^{2t} - 1\big)`, the exact marginal of
+    :math:`dx = \sqrt{d[\sigma_\min^2 r^{2t}]/dt}\;dW` started at the data, so :math:`\sigma_0 = 0` and
+    :math:`\sigma_1 \approx \sigma_\max`."""
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self.sigma_min = check_number("sigma_min", sigma_min, low=0.0, low_open=True)
+        self.sigma_max = check_number("sigma_max", sigma_max, low=self.sigma_min, low_open=True)
+
+    @property
+    def _log_ratio(self) -> float:
+        return math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: Time) -> Tensor:
+        return torch.ones_like(_as_tensor(t))
+
+    def sigma(self, t: Time) -> Tensor:
+        return self.sigma_min * torch.sqrt(torch.expm1(2 * self._log_ratio * _as_tensor(t)))
+
+    def d_alpha(self, t: Time) -> Tensor:
+        return torch.zeros_like(_as_tensor(t))
+
+    def d_sigma(self, t: Time) -> Tensor:
+        t = _as_tensor(t)
+        return self.sigma_min**2 * self._log_ratio * torch.exp(2 * self._log_ratio * t) / self.sigma(t)
+
+
+class LinearPath(GaussianPath):
+    r"""Straight path of conditional flow matching / rectified flow (chapter 7):
+    :math:`\alpha_t = 1 - t`, :math:`\sigma_t = \sigma_\min + (1 - \sigma_\min)\,t`.
+
+    With ``sigma_min = 0`` it is rectified flow (:math:`x_t = (1-t)x_0 + t\varepsilon`, velocity
+    :math:`\varepsilon - x_0`); with :math:`\sigma_\min > 0` it is Lipman et al.'s OT path, time-flipped.
+    """
+
+    def __init__(self, sigma_min: float = 0.0):
+        self.sigma_min = check_number("sigma_min", sigma_min, low=0.0, high=1.0)
+        if self.sigma_min == 1.0:
+            raise ValueError("sigma_min must be < 1, got 1.0")
+
+    def alpha(self, t: Time) -> Tensor:
+        return 1 - _as_tensor(t)
+
+    def sigma(self, t: Time) -> Tensor:
+        return self.sigma_min + (1 - self.sigma_min) * _as_tensor(t)
+
+    def d_alpha(self, t: Time) -> Tensor:
+        return -torch.ones_like(_as_tensor(t))
+
+    def d_sigma(self, t: Time) -> Tensor:
+        return torch.full_like(_as_tensor(t), 1 - self.sigma_min)
+
+
+class CosinePath(GaussianPath):
+    r"""Trigonometric variance-preserving path :math:`\alpha_t = \cos(\pi t/2)`, :math:`\sigma_t = \sin(\pi t/2)`
+    (the continuous cosine schedule; chapters 4 and 14)."""
+
+    def alpha(self, t: Time) -> Tensor:
+        return torch.cos(0.5 * math.pi * _as_tensor(t))
+
+    def sigma(self, t: Time) -> Tensor:
+        return torch.sin(0.5 * math.pi * _as_tensor(t))
+
+    def d_alpha(self, t: Time) -> Tensor:
+        return -0.5 * math.pi * self.sigma(t)
+
+    def d_sigma(self, t: Time) -> Tensor:
+        return 0.5 * math.pi * self.alpha(t)
+
+
+class DiscretePath(GaussianPath):
+    r"""The discrete DDPM chain seen as a Gaussian path (chapters 2–4).
+
+    Step :math:`n` of :math:`N` sits at :math:`t = n/N` with :math:`\alpha_t = \sqrt{\bar\alpha_n}`,
+    :math:`\sigma_t = \sqrt{1 - \bar\alpha_n}` exactly; between grid points :math:`\bar\alpha` is interpolated
+    linearly, so derivatives exist everywhere (right-sided at grid points).  Training draws
+    :math:`t \in \{1/N, \dots, 1\}`.
+    """
+
+    discrete = True
+
+    def __init__(self, betas: Tensor):
+        betas = check_tensor("betas", betas, ndim=1).to(torch.float64)
+        if ((betas <= 0) | (betas > 1)).any():
+            raise ValueError("betas must lie in (0, 1]")
+        self.betas = betas
+        self.n_steps = betas.shape[0]
+        self.alpha_bar = torch.cat([betas.new_ones(1), alpha_bar_from_betas(betas)])  # (N + 1,), alpha_bar[0] = 1
+
+    @classmethod
+    def from_schedule(cls, name: str, n_steps: int = 1000, *, zero_terminal_snr: bool = False,
+                      **kwargs: float) -> DiscretePath:
+        """``DiscretePath.from_schedule("cosine", 1000)``: see :func:`diffkit.schedules.make_betas`."""
+        return cls(make_betas(name, n_steps, zero_terminal_snr=zero_terminal_snr, **kwargs))
+
+    def _locate(self, t: Time) -> tuple[Tensor, Tensor, Tensor]:
+        t = _as_tensor(t)
+        pos = t.to(torch.float64) * self.n_steps
+        pos = torch.where((pos - pos.round()).abs() < 1e-9, pos.round(), pos)
+        n = pos.floor().clamp(0, self.n_steps - 1).long()
+        ab = self.alpha_bar.to(pos.device)
+        return t, ab[n] + (pos - n) * (ab[n + 1] - ab[n]), (ab[n + 1] - ab[n]) * self.n_steps
+
+    def alpha_bar_at(self, t: Time) -> Tensor:
+        t, ab, _ = self._locate(t)
+        return ab.to(t.dtype)
+
+    def alpha(self, t: Time) -> Tensor:
+        return self.alpha_bar_at(t).sqrt()
+
+    def sigma(self, t: Time) -> Tensor:
+        return (1 - self.alpha_bar_at(t)).sqrt()
+
+    def d_alpha(self, t: Time) -> Tensor:
+        t, ab, dab = self._locate(t)
+        return (dab / (2 * ab.sqrt())).to(t.dtype)
+
+    def d_sigma(self, t: Time) -> Tensor:
+        t, ab, dab = self._locate(t)
+        return (-dab / (2 * (1 - ab).sqrt())).to(t.dtype)
+
+    def sample_t(self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> Tensor:
+        steps = torch.randint(1, self.n_steps + 1, (n,), generator=generator)
+        return (steps.to(torch.float64) / self.n_steps).to(dtype=dtype, device=device)
+
+    def __repr__(self) -> str:
+        return f"DiscretePath(n_steps={self.n_steps})"
+
+
+PATHS = {
+    "vp": VPPath, "subvp": SubVPPath, "ve": VEPath, "linear": LinearPath, "rectified_flow": LinearPath,
+    "cosine": CosinePath,
+}
+
+
+def make_path(name: str, **kwargs) -> GaussianPath:
+    """Build a path by name: ``"vp"``, ``"subvp"``, ``"ve"``, ``"linear"`` (= ``"rectified_flow"``), ``"cosine"``,
+    or ``"ddpm-linear"``, ``"ddpm-cosine"``, ``"ddpm-sigmoid"`` (a :class:`DiscretePath`; pass ``n_steps``)."""
+    if isinstance(name, str) and name.startswith("ddpm-"):
+        schedule = name[len("ddpm-"):]
+        check_choice("name", name, [f"ddpm-{s}" for s in ("linear", "cosine", "sigmoid")])
+        return DiscretePath.from_schedule(schedule, **kwargs)
+    check_choice("name", name, list(PATHS) + ["ddpm-linear", "ddpm-cosine", "ddpm-sigmoid"])
+    return PATHS[name](**kwargs)
+
+
+# --- conversions at the boundary with other conventions ------------------------------------------------
+def flip_time(t: Time) -> Tensor:
+    """Convert between diffkit's t (0 = data) and the flow-matching t (0 = noise): ``1 - t`` both ways."""
+    return 1 - _as_tensor(t)
+
+
+def flip_velocity(v: Tensor) -> Tensor:
+    """A velocity field under flipped time: ``dx/d(1-t) = -dx/dt``."""
+    return -v
+
+
+def t_from_index(k: Tensor | int, n_steps: int) -> Tensor:
+    """diffusers' 0-based timestep ``k`` (0 … N-1) → diffkit's ``t = (k + 1) / N``."""
+    return (_as_tensor(k).to(torch.float64) + 1) / n_steps
+
+
+def index_from_t(t: Time, n_steps: int) -> Tensor:
+    """diffkit's ``t`` on the grid ``n/N`` → diffusers' 0-based timestep ``n - 1`` (``t = 0`` gives -1)."""
+    return (_as_tensor(t).to(torch.float64) * n_steps).round().long() - 1

@@ -1,0 +1,181 @@
+import math
+
+import pytest
+import torch
+
+from diffkit import losses, oracles, paths, targets
+from diffkit.coupling import ot_pair
+
+
+class TinyNet(torch.nn.Module):
+    """A small float64 MLP model(x, t) for 2-D data."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2)).double()
+
+    def forward(self, x, t, y=None):
+        return self.net(torch.cat([x, t[:, None]], dim=1))
+
+
+def _draws(n, seed=0, path=None):
+    g = torch.Generator().manual_seed(seed)
+    gmm = oracles.eight_gaussians()
+    x0 = gmm.sample(n, generator=g)
+    t = 0.01 + 0.98 * torch.rand(n, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return gmm, x0, t, eps
+
+
+def _grad(loss, model):
+    model.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def test_cfm_and_marginal_fm_have_equal_gradients():
+    """Lipman et al. (2023), Thm 2: the conditional loss has the gradient of the (intractable) marginal one."""
+    path, model = paths.LinearPath(), TinyNet(0)
+    gmm, x0, t, eps = _draws(200_000)
+    g_cfm = _grad(losses.cfm_loss(model, x0, t=t, eps=eps), model)
+    x_t = path.sample(x0, t, eps).x_t
+    u_marginal = gmm.velocity(x_t, t, path)
+    g_fm = _grad(((model(x_t, t) - u_marginal) ** 2).mean(1).mean(), model)
+    rel = ((g_cfm - g_fm).norm() / g_fm.norm()).item()
+    assert rel < 0.03, rel
+    # a wrong conditional target (the sign of the velocity flipped) gives a clearly different gradient
+    wrong = ((model(x_t, t) - (x0 - eps)) ** 2).mean(1).mean()
+    assert ((_grad(wrong, model) - g_fm).norm() / g_fm.norm()).item() > 0.5
+
+
+def test_cfm_minus_fm_is_constant_exactly():
+    """Averaging the conditional loss over the exact posterior p(x0 | x_t) of a finite data set leaves the
+    marginal loss plus a constant: the difference is the same for every model, to float64 precision."""
+    path = paths.LinearPath(0.05)
+    data = torch.randn(7, 2, dtype=torch.float64) * 2
+    oracle = oracles.GaussianMixture.from_data(data)
+    x_t = torch.randn(50, 2, dtype=torch.float64) * 2
+    t = torch.full((50,), 0.6, dtype=torch.float64)
+    r = oracle.responsibilities(x_t, t, path)  # (B, K)
+    a, s = path.alpha(t)[0], path.sigma(t)[0]
+    eps_i = (x_t[:, None, :] - a * data[None]) / s  # eps that maps data point i to x_t
+    u_cond = path.d_alpha(t)[0] * data[None] + path.d_sigma(t)[0] * eps_i  # (B, K, 2)
+    u_marg = oracle.velocity(x_t, t, path)
+    diffs = []
+    for seed in range(3):
+        u = TinyNet(seed)(x_t, t).detach()
+        cfm = (r * ((u[:, None] - u_cond) ** 2).sum(-1)).sum(-1).mean()
+        fm = ((u - u_marg) ** 2).sum(-1).mean()
+        diffs.append((cfm - fm).item())
+    assert max(diffs) - min(diffs) < 1e-10 and abs(diffs[0]) > 1e-3
+
+
+def test_denoising_and_explicit_score_matching_differ_by_a_constant():
+    """Vincent (2011): E sigma^2 ||s - grad log q(x_t|x0)||^2 = E sigma^2 ||s - grad log p_t||^2 + C."""
+    path = paths.VPPath()
+    gmm, x0, t, eps = _draws(200_000, seed=1)
+    x_t = path.sample(x0, t, eps).x_t
+    true_score = gmm.score(x_t, t, path)
+    sig2 = path.sigma(t) ** 2
+    out = {}
+    for seed in (0, 1):
+        model = TinyNet(seed)
+        with torch.no_grad():
+            dsm = losses.dsm_loss(model, x0, path, t=t, eps=eps)
+            esm = (sig2 * ((model(x_t, t) - true_score) ** 2).mean(1)).mean()
+        out[seed] = (dsm.item(), esm.item())
+    c0, c1 = out[0][0] - out[0][1], out[1][0] - out[1][1]
+    assert abs(out[0][0] - out[1][0]) > 0.05  # the two models really differ ...
+    assert abs(c0 - c1) < 0.01 * abs(out[0][0] - out[1][0])  # ... yet DSM - ESM is the same constant
+
+
+def test_dsm_is_eps_loss_of_the_tweedie_model():
+    path, model = paths.VEPath(0.01, 10.0), TinyNet(0)
+    gmm, x0, t, eps = _draws(1000)
+    eps_model = lambda x, t, y=None: -path.sigma(t)[:, None] * model(x, t)  # noqa: E731
+    torch.testing.assert_close(losses.dsm_loss(model, x0, path, t=t, eps=eps),
+                               losses.ddpm_loss(eps_model, x0, path, t=t, eps=eps))
+
+
+@pytest.mark.parametrize("path", [paths.VPPath(), paths.LinearPath(), paths.CosinePath(), paths.VEPath(0.01, 20.0)],
+                         ids=repr)
+@pytest.mark.parametrize("target", ["x0", "v", "score", "velocity"])
+def test_snr_weighting_equals_the_eps_loss_for_every_target(path, target):
+    """With w = SNR on the x0 scale every parameterisation gives exactly the epsilon loss (chapter 4)."""
+    eps_model = TinyNet(0)
+    gmm, x0, t, eps = _draws(500)
+
+    def model(x, t, y=None):
+        return targets.convert(eps_model(x, t), "eps", target, x, t, path)
+
+    reference = losses.diffusion_loss(eps_model, x0, path, target="eps", t=t, eps=eps)
+    weighted = losses.diffusion_loss(model, x0, path, target=target, t=t, eps=eps, weighting="snr")
+    torch.testing.assert_close(weighted, reference, rtol=1e-9, atol=0)
+
+
+def test_min_snr_and_truncated_snr_match_their_papers():
+    path, model = paths.CosinePath(), TinyNet(0)
+    gmm, x0, t, eps = _draws(500)
+    snr = path.snr(t)
+    per_eps = losses.diffusion_loss(model, x0, path, target="eps", t=t, eps=eps, reduce=False)
+    # Hang et al. (2023): for epsilon-prediction, weight min(SNR, gamma) / SNR
+    torch.testing.assert_close(losses.diffusion_loss(model, x0, path, target="eps", t=t, eps=eps, weighting="min_snr",
+                                                     gamma=5.0), (snr.clamp_max(5.0) / snr * per_eps).mean())
+    # ... and for v-prediction (alpha^2 + sigma^2 = 1), weight min(SNR, gamma) / (SNR + 1)
+    per_v = losses.diffusion_loss(model, x0, path, target="v", t=t, eps=eps, reduce=False)
+    torch.testing.assert_close(losses.diffusion_loss(model, x0, path, target="v", t=t, eps=eps, weighting="min_snr"),
+                               (snr.clamp_max(5.0) / (snr + 1) * per_v).mean())
+    # Salimans & Ho (2022): truncated SNR max(SNR, 1) on the x0 scale = max(SNR, 1)/(SNR + 1) on the v scale
+    torch.testing.assert_close(
+        losses.diffusion_loss(model, x0, path, target="v", t=t, eps=eps, weighting="truncated_snr"),
+        (snr.clamp_min(1.0) / (snr + 1) * per_v).mean())
+
+
+def test_oracle_attains_the_minimum():
+    path = paths.VPPath()
+    gmm, x0, t, eps = _draws(20000)
+    best = losses.ddpm_loss(gmm.as_model(path, "eps"), x0, path, t=t, eps=eps)
+    for scale in (0.9, 1.1):
+        worse = losses.ddpm_loss(lambda x, t, y=None: scale * gmm.as_model(path, "eps")(x, t), x0, path, t=t, eps=eps)
+        assert worse > best
+
+
+def test_time_distributions():
+    g = torch.Generator().manual_seed(0)
+    t = losses.sample_t(100_000, paths.LinearPath(), t_dist="logit_normal", generator=g, dtype=torch.float64)
+    for u in (0.1, 0.3, 0.5, 0.8):
+        cdf = 0.5 * (1 + math.erf(math.log(u / (1 - u)) / math.sqrt(2)))  # P(sigmoid(n) < u) = Phi(logit(u))
+        assert (t < u).double().mean().item() == pytest.approx(cdf, abs=0.005)
+    seen = []
+    model = lambda x, t, y=None: (seen.append(t), x)[1]  # noqa: E731
+    losses.ddpm_loss(model, torch.zeros(4096, 2), paths.DiscretePath.from_schedule("cosine", 10), generator=g)
+    assert set((seen[0] * 10).round().long().tolist()) == set(range(1, 11))
+
+
+def test_ot_coupling_is_used():
+    path, model = paths.LinearPath(), TinyNet(0)
+    gmm, x0, t, eps = _draws(64)
+    x0p, epsp = ot_pair(x0, eps)
+    torch.testing.assert_close(losses.cfm_loss(model, x0, t=t, eps=eps, coupling="ot"),
+                               losses.cfm_loss(model, x0p, t=t, eps=epsp))
+    assert not torch.allclose(losses.cfm_loss(model, x0, t=t, eps=eps, coupling="ot"),
+                              losses.cfm_loss(model, x0, t=t, eps=eps))
+
+
+def test_bad_input():
+    path, x0 = paths.VPPath(), torch.randn(8, 2)
+    with pytest.raises(ValueError, match="model output must have the shape of x0"):
+        losses.ddpm_loss(lambda x, t, y=None: x[:, :1], x0, path)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        losses.diffusion_loss(lambda x, t, y=None: x, x0, path, weighting="p2")
+    with pytest.raises(ValueError, match="t must lie in"):
+        losses.ddpm_loss(lambda x, t, y=None: x, x0, path, t=torch.full((8,), 2.0))
+    with pytest.raises(ValueError, match="sigma_t = 0"):
+        losses.ddpm_loss(lambda x, t, y=None: x, x0, path, t=torch.zeros(8))
+    with pytest.raises(ValueError, match="needs a continuous path"):
+        losses.sample_t(8, paths.DiscretePath.from_schedule("cosine", 10), t_dist="logit_normal")
+    with pytest.raises(ValueError, match="target must be one of 'eps', 'x0', 'v'"):
+        losses.ddpm_loss(lambda x, t, y=None: x, x0, path, target="velocity")
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        losses.cfm_loss(lambda x, t, y=None: x, x0, coupling="sinkhorn")
