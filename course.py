@@ -59,7 +59,8 @@ def setup() -> Path:
 
 def book(args: list[str]) -> int:
     py = setup()
-    code = run([py, "-m", "jupyter_book", "build", ".", "--warningiserror", "--keep-going", *args])
+    jb = py.parent / ("jupyter-book.exe" if os.name == "nt" else "jupyter-book")
+    code = run([jb, "build", ".", "--warningiserror", "--nitpick", "--keep-going", *args])
     if code == 0:
         print(f"\nThe book is at {ROOT / '_build' / 'html' / 'index.html'}")
     return code
