@@ -80,3 +80,10 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
 def broadcast_like(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-sample (B,) tensor to (B, 1, ..., 1) so that it broadcasts against ``x``."""
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device and moved to ``x``'s, so a CPU
+    generator gives the same numbers whether ``x`` lives on the CPU or a GPU."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)

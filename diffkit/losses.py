@@ -27,9 +27,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_choice, check_number, check_tensor
+from ._checks import as_time, check_choice, check_number, check_tensor, randn_like
 from .coupling import ot_pair
-from .paths import GaussianPath, LinearPath
+from .paths import GaussianPath, LinearPath, check_path
 from .targets import TARGETS, from_x0_eps
 
 __all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "sample_t", "target_scale", "loss_weight",
@@ -98,6 +98,7 @@ def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str 
     summed over all non-batch dimensions and divided by their number.
     """
     check_tensor("x0", x0, min_ndim=2)
+    check_path(path)
     check_choice("target", target, TARGETS)
     check_choice("coupling", coupling, (None, "ot"))
     B = x0.shape[0]
@@ -108,7 +109,7 @@ def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str 
     if (path.sigma(t) == 0).any():
         raise ValueError("t must avoid points where sigma_t = 0 (clean data): the targets are undefined there")
     if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        eps = randn_like(x0, generator)
     elif eps.shape != x0.shape:
         raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     if coupling == "ot":

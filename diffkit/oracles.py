@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_time, check_choice, check_positive_int, check_tensor
-from .paths import GaussianPath, Time
+from .paths import GaussianPath, Time, check_path
 from .targets import TARGETS, from_x0_eps
 
 __all__ = ["GaussianMixture", "eight_gaussians", "OracleModel"]
@@ -112,6 +112,7 @@ class GaussianMixture:
 
     def _posterior(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None):
         """Responsibilities r (B, K) and the per-component pieces needed by score and denoiser."""
+        check_path(path)
         x = check_tensor("x", x, ndim=2).to(torch.float64)
         if x.shape[1] != self.dim:
             raise ValueError(f"x must have {self.dim} columns, got shape {tuple(x.shape)}")
@@ -184,6 +185,7 @@ class GaussianMixture:
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction — a perfectly trained network."""
+        check_path(path)
         check_choice("target", target, TARGETS)
         return OracleModel(self, path, target)
 

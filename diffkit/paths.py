@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import as_time, broadcast_like, check_choice, check_number, check_tensor
+from ._checks import as_time, broadcast_like, check_choice, check_number, check_tensor, randn_like
 from .schedules import alpha_bar_from_betas, make_betas
 
 __all__ = [
     "GaussianPath", "PathSample", "VPPath", "SubVPPath", "VEPath", "LinearPath", "CosinePath", "DiscretePath",
-    "make_path", "PATHS", "flip_time", "flip_velocity", "t_from_index", "index_from_t",
+    "make_path", "check_path", "PATHS", "flip_time", "flip_velocity", "t_from_index", "index_from_t",
 ]
 
 Time = Tensor | float
@@ -44,11 +44,15 @@ class PathSample:
 
 
 def _as_tensor(t: Time) -> Tensor:
-    if isinstance(t, Tensor):
-        return t
+    """``t`` as a tensor, checked to lie in [0, 1] (the one time convention)."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return torch.tensor(float(t), dtype=torch.float64)
-    raise TypeError(f"t must be a number or a torch.Tensor, got {type(t).__name__}")
+        t = torch.tensor(float(t), dtype=torch.float64)
+    elif not isinstance(t, Tensor):
+        raise TypeError(f"t must be a number or a torch.Tensor, got {type(t).__name__}")
+    if t.numel() and (torch.isnan(t).any() or t.min() < 0 or t.max() > 1):
+        raise ValueError(f"t must lie in [0, 1] (0 = data, 1 = noise), got values in "
+                         f"[{t.min().item():.4g}, {t.max().item():.4g}]")
+    return t
 
 
 class GaussianPath(ABC):
@@ -95,7 +99,7 @@ class GaussianPath(ABC):
         check_tensor("x0", x0)
         t = as_time("t", t, x0.shape[0], x0)
         if eps is None:
-            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            eps = randn_like(x0, generator)
         elif eps.shape != x0.shape:
             raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
         a, s = broadcast_like(self.alpha(t), x0), broadcast_like(self.sigma(t), x0)
@@ -304,6 +308,13 @@ def make_path(name: str, **kwargs) -> GaussianPath:
 
 
 # --- conversions at the boundary with other conventions ------------------------------------------------
+def check_path(path: object) -> GaussianPath:
+    """Return ``path`` if it is a :class:`GaussianPath`, else raise a TypeError that says how to make one."""
+    if not isinstance(path, GaussianPath):
+        raise TypeError(f"path must be a diffkit.paths.GaussianPath (e.g. paths.VPPath()), got {type(path).__name__}")
+    return path
+
+
 def flip_time(t: Time) -> Tensor:
     """Convert between diffkit's t (0 = data) and the flow-matching t (0 = noise): ``1 - t`` both ways."""
     return 1 - _as_tensor(t)
@@ -316,7 +327,10 @@ def flip_velocity(v: Tensor) -> Tensor:
 
 def t_from_index(k: Tensor | int, n_steps: int) -> Tensor:
     """diffusers' 0-based timestep ``k`` (0 … N-1) → diffkit's ``t = (k + 1) / N``."""
-    return (_as_tensor(k).to(torch.float64) + 1) / n_steps
+    k = torch.as_tensor(k)
+    if (k < 0).any() or (k >= n_steps).any():
+        raise ValueError(f"k must be a timestep index in 0..{n_steps - 1}, got values in [{k.min().item()}, {k.max().item()}]")
+    return (k.to(torch.float64) + 1) / n_steps
 
 
 def index_from_t(t: Time, n_steps: int) -> Tensor:

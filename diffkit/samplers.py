@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checks import broadcast_like, check_choice, check_number, check_positive_int, check_tensor
-from .paths import GaussianPath
+from ._checks import check_choice, check_number, check_positive_int, check_tensor, randn_like
+from .paths import GaussianPath, check_path
 from .targets import TARGETS, to_x0_eps
 
 __all__ = [
@@ -58,8 +58,7 @@ class Denoiser:
                  guidance: float = 1.0, null_label: int | None = None):
         if not callable(model):
             raise TypeError(f"model must be callable as model(x, t, y=None), got {type(model).__name__}")
-        if not isinstance(path, GaussianPath):
-            raise TypeError(f"path must be a diffkit.paths.GaussianPath, got {type(path).__name__}")
+        check_path(path)
         check_choice("target", target, TARGETS)
         self.guidance = check_number("guidance", guidance, low=0.0)
         if self.guidance != 1.0:
@@ -157,7 +156,7 @@ def _gaussian_step(den: Denoiser, x: Tensor, t: float, s: float, noise_scale: Ca
     c = noise_scale(t, s)
     out = a_s * x0 + max(s_s**2 - c**2, 0.0) ** 0.5 * eps
     if c > 0:
-        out = out + c * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        out = out + c * randn_like(x, generator)
     return out
 
 
@@ -190,7 +189,7 @@ def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
         mean = (a_ts * s_s**2 / s_t**2) * x + (a_s * std_ts**2 / s_t**2) * x0
         if s == 0.0:
             return mean
-        return mean + std_ts * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return mean + std_ts * randn_like(x, generator)
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
                 return_trajectory=return_trajectory, progress=progress, desc="DDPM")
@@ -262,7 +261,7 @@ def _reverse_sde_step(den: Denoiser, x: Tensor, t: float, s: float, generator, n
     h = s - t  # negative
     out = x + (f * x - g2 * den.score(x, t)) * h
     if noise:
-        out = out + (g2 * -h) ** 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        out = out + (g2 * -h) ** 0.5 * randn_like(x, generator)
     return out
 
 
@@ -280,7 +279,7 @@ def euler_maruyama(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, t
 
 def _langevin_step(den: Denoiser, x: Tensor, t: float, step_size: Tensor | float, generator) -> Tensor:
     r"""Unadjusted Langevin: :math:`x \leftarrow x + \delta\,\nabla\log p_t(x) + \sqrt{2\delta}\,z` (chapter 5)."""
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    z = randn_like(x, generator)
     return x + step_size * den.score(x, t) + (2 * step_size) ** 0.5 * z
 
 
@@ -297,7 +296,7 @@ def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath,
     def step(den, x, t, s, i):
         for _ in range(n_corrector):
             score = den.score(x, t)
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            z = randn_like(x, generator)
             # batch-averaged norms, as in Song et al.'s reference code: per-sample norms of low-dimensional
             # data are too noisy (a tiny score would give a huge step)
             delta = 2 * (snr * z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)) ** 2
@@ -380,8 +379,11 @@ def prior(path: GaussianPath, shape: tuple[int, ...], *, t: float = 1.0, generat
           dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     r"""Starting noise :math:`x \sim \mathcal N(0, \sigma_t^2 I)` at ``t`` (the :math:`\alpha_t x_0` part is dropped;
     it is exactly 0 on paths with :math:`\alpha_1 = 0`, and tiny on VP)."""
+    check_path(path)
     check_number("t", t, low=0.0, high=1.0, low_open=True)
     if not shape or any((not isinstance(n, int)) or n < 1 for n in shape):
         raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
     sigma = _coef(path.sigma, t)
-    return sigma * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    noise = torch.randn(shape, generator=generator, dtype=dtype,
+                        device=generator.device if generator is not None else device)
+    return sigma * noise.to(device) if device is not None else sigma * noise

@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ._checks import as_time, broadcast_like, check_choice, check_tensor
-from .paths import GaussianPath, Time
+from .paths import GaussianPath, Time, check_path
 
 __all__ = ["TARGETS", "to_x0_eps", "from_x0_eps", "convert"]
 
@@ -30,6 +30,7 @@ TARGETS = ("eps", "x0", "v", "score", "velocity")
 
 
 def _coefs(path: GaussianPath, t: Time, x_t: Tensor) -> tuple[Tensor, Tensor]:
+    check_path(path)
     t = as_time("t", t, x_t.shape[0], x_t)
     return broadcast_like(path.alpha(t), x_t), broadcast_like(path.sigma(t), x_t)
 

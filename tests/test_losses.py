@@ -177,5 +177,7 @@ def test_bad_input():
         losses.sample_t(8, paths.DiscretePath.from_schedule("cosine", 10), t_dist="logit_normal")
     with pytest.raises(ValueError, match="target must be one of 'eps', 'x0', 'v'"):
         losses.ddpm_loss(lambda x, t, y=None: x, x0, path, target="velocity")
+    with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
+        losses.ddpm_loss(lambda x, t, y=None: x, x0, "linear")
     with pytest.raises(ValueError, match="coupling must be one of"):
         losses.cfm_loss(lambda x, t, y=None: x, x0, coupling="sinkhorn")

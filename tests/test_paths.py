@@ -118,3 +118,11 @@ def test_make_path_and_bad_input():
         paths.VPPath(beta_min=1.0, beta_max=0.5)
     with pytest.raises(TypeError, match="x0 must be a torch.Tensor"):
         paths.VPPath().sample([[0.0]], 0.5)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\] \(0 = data, 1 = noise\)"):
+        paths.LinearPath().alpha(torch.tensor([0.5, 1.2]))
+    with pytest.raises(ValueError, match="t must lie in"):
+        paths.DiscretePath.from_schedule("cosine", 10).sigma(float("nan"))
+    with pytest.raises(ValueError, match=r"k must be a timestep index in 0..999"):
+        paths.t_from_index(1000, 1000)
+    with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
+        paths.check_path("vp")

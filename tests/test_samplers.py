@@ -206,5 +206,11 @@ def test_bad_input():
         samplers.euler(model, [[0.0, 0.0]], grids.uniform(3), path)
     with pytest.raises(ValueError, match="use target='v'"):  # eps-prediction on rectified flow at t = 1
         samplers.euler(gmm.as_model(paths.LinearPath(), "eps"), x, grids.uniform(3), paths.LinearPath())
+    with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
+        samplers.ddim(model, x, grids.uniform(3), "vp")
+    with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
+        samplers.prior("vp", (4, 2))
+    with pytest.raises(ValueError, match="y must be a 1-D integer tensor"):
+        samplers.ddim(model, x, grids.uniform(3), path, y=torch.zeros(4))
     with pytest.raises(FloatingPointError, match="NaN"):
         samplers.euler(lambda x, t, y=None: x * float("nan"), x, grids.uniform(3), path)
