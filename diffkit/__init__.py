@@ -11,6 +11,8 @@ Modules are named after the math they implement:
 * :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers, reverse SDE, PC, Langevin, DPM-Solver++ (3–8)
 * :mod:`diffkit.oracles`    — Gaussian mixtures with exact scores, denoisers and velocities
 * :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance
+* :mod:`diffkit.likelihood` — exact log-likelihood / bits per dim through the probability-flow ODE (ch. 6, 13)
+* :mod:`diffkit.fid`        — numerically stable Fréchet distance (ch. 13)
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
 * :mod:`diffkit.checkpoints` — atomic safetensors checkpoints
 * :mod:`diffkit.cache`      — trained models cached by their full configuration
@@ -19,13 +21,13 @@ Modules are named after the math they implement:
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, distances, grids, losses, oracles, paths, samplers, schedules,
-               targets, training)
+from . import (budgets, cache, checkpoints, coupling, distances, fid, grids, likelihood, losses, oracles, paths,
+               samplers, schedules, targets, training)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
-    "schedules", "targets", "training", "checkpoints", "cache",
+    "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood",
 ]
