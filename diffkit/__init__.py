@@ -16,12 +16,13 @@ Modules are named after the math they implement:
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
 * :mod:`diffkit.checkpoints` — atomic safetensors checkpoints
 * :mod:`diffkit.cache`      — trained models cached by their full configuration
+* :mod:`diffkit.exercises`  — auto-checked exercises with specific feedback
 * :mod:`diffkit.budgets`    — quick vs full compute budgets (``diffkit.budget(full=..., quick=...)``)
 
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, distances, fid, grids, likelihood, losses, oracles, paths,
+from . import (budgets, cache, checkpoints, coupling, distances, exercises, fid, grids, likelihood, losses, oracles, paths,
                samplers, schedules, targets, training)
 from .budgets import budget, is_quick, mode
 
@@ -29,5 +30,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
-    "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood",
+    "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises",
 ]
