@@ -154,7 +154,7 @@ def test_time_distributions():
 
 
 def test_ot_coupling_is_used():
-    path, model = paths.LinearPath(), TinyNet(0)
+    model = TinyNet(0)
     gmm, x0, t, eps = _draws(64)
     x0p, epsp = ot_pair(x0, eps)
     torch.testing.assert_close(losses.cfm_loss(model, x0, t=t, eps=eps, coupling="ot"),

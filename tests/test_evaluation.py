@@ -1,0 +1,41 @@
+"""The course's MNIST classifier, its FID and class accuracy (trained once, then loaded from the cache)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffkit import data, evaluation
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return evaluation.mnist_classifier(progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.mnist_tensors("train", n=1000, seed=1), data.mnist_tensors("test")
+
+
+def test_classifier_generalises(classifier, digits):
+    _, (x_test, y_test) = digits
+    assert evaluation.class_accuracy(classifier, x_test, y_test) >= 0.95
+    shuffled = y_test[torch.randperm(len(y_test), generator=torch.Generator().manual_seed(0))]
+    assert evaluation.class_accuracy(classifier, x_test, shuffled) < 0.2  # the accuracy measures agreement
+
+
+def test_fid_orders_sample_quality(classifier, digits):
+    (x_train, _), (x_test, _) = digits
+    same = evaluation.mnist_fid(classifier, x_test, x_test)
+    real = evaluation.mnist_fid(classifier, x_train, x_test)
+    blurred = evaluation.mnist_fid(classifier, F.avg_pool2d(x_test, 3, 1, 1), x_test)
+    noise = evaluation.mnist_fid(classifier, torch.rand(1000, 1, 28, 28) * 2 - 1, x_test)
+    assert same == pytest.approx(0.0, abs=1e-6)
+    assert real < 0.2 * blurred and blurred < 0.1 * noise  # real digits << blurred digits << noise
+
+
+def test_bad_input(classifier):
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 1, 28, 28\)"):
+        evaluation.features(classifier, torch.zeros(4, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(4,\)"):
+        evaluation.class_accuracy(classifier, torch.zeros(4, 1, 28, 28), torch.zeros(3, dtype=torch.long))
