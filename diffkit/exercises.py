@@ -82,6 +82,35 @@ def _compare(fn: Callable, expected: Callable, args_list: list[tuple], wrong: di
 
 
 # --- the exercises ----------------------------------------------------------------------------------------------
+def _to_diffkit_time(t_fm: Tensor, u_fm: Tensor) -> tuple[Tensor, Tensor]:
+    return 1 - t_fm, -u_fm
+
+
+def _diagnose_to_diffkit_time(fn: Callable) -> list[str]:
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        t_fm, u_fm = torch.rand(5, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+        got = fn(t_fm, u_fm)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            return ["return a pair (t, u): the time and the velocity in diffkit's convention"]
+        t, u = got
+        want_t, want_u = _to_diffkit_time(t_fm, u_fm)
+        if not isinstance(t, Tensor) or not isinstance(u, Tensor):
+            return ["return tensors, not numbers or lists"]
+        problems = []
+        if _close(t, t_fm):
+            problems.append("the time is unchanged: in diffkit t = 0 is data, in flow matching t = 0 is noise")
+        elif not _close(t, want_t):
+            problems.append("the time is wrong: the two clocks run in opposite directions over [0, 1]")
+        if _close(u, u_fm):
+            problems.append("the velocity keeps its sign, but reversing time reverses it: dx/d(1 - t) = -dx/dt")
+        elif not _close(u, want_u):
+            problems.append("the velocity is wrong: only its sign changes")
+        if problems:
+            return problems
+    return []
+
+
 def _forward_sample(x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
 
@@ -155,6 +184,9 @@ def _diagnose_gaussian_kl(fn: Callable) -> list[str]:
 
 
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
+    Exercise("to_diffkit_time", 0, "convert a time t_fm and velocity u_fm from the flow-matching convention "
+             "(t = 0 noise, t = 1 data) to diffkit's (t = 0 data, t = 1 noise)", _to_diffkit_time,
+             _diagnose_to_diffkit_time),
     Exercise("forward_sample", 2, "x_t = sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps, for tensors x0, eps "
              "(B, D) and alpha_bar (B, 1)", _forward_sample, _diagnose_forward_sample),
     Exercise("gaussian_kl", 3, "KL(N(mu1, diag var1) || N(mu2, diag var2)) per row, for (B, D) inputs",

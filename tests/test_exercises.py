@@ -23,6 +23,9 @@ def test_reference_solutions_pass_their_checkers(name):
      "not symmetric"),
     ("gaussian_kl", lambda *a: 1.0, "return a torch.Tensor"),
     ("rectified_flow_target", lambda x0, e: x0 * 0.5, "values are off"),
+    ("to_diffkit_time", lambda t, u: (t, -u), "time is unchanged"),
+    ("to_diffkit_time", lambda t, u: (1 - t, u), "keeps its sign"),
+    ("to_diffkit_time", lambda t, u: 1 - t, "return a pair"),
 ])
 def test_wrong_answers_get_specific_feedback(name, wrong, expected):
     result = exercises.check(name, wrong, verbose=False)
