@@ -164,3 +164,15 @@ def test_time_budget_stops_training_early():
     trainer = Trainer(Net(), cfm, toy_data(), TrainConfig(steps=10**6, batch_size=32), device="cpu")
     trainer.fit(max_seconds=0.5, progress=False)
     assert 0 < trainer.step < 10**6 and 0.4 < trainer.seconds < 5.0
+
+
+def test_device_is_chosen_automatically(monkeypatch):
+    from diffkit.training import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert default_device().type == "cpu"
