@@ -4,6 +4,7 @@
     python3 course.py book      # build the HTML book into _build/html (index: _build/html/index.html)
     python3 course.py test      # pytest on diffkit + nbval on every notebook, in quick mode
     python3 course.py execute   # re-run notebooks in full mode and store their outputs (authors)
+    python3 course.py colab     # regenerate every notebook's Colab link and install cell (authors)
     python3 course.py setup     # only create/refresh the virtual environment .venv
 
 Every command first creates ``.venv`` (if needed) and installs diffkit with its test and book
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".course-setup"
-INPUTS = [ROOT / "pyproject.toml", ROOT / "requirements" / "constraints.txt"]
+INPUTS = [ROOT / "pyproject.toml", ROOT / "requirements" / "constraints.txt", ROOT / "diffkit" / "__init__.py"]  # version
 
 
 def venv_python() -> Path:
@@ -79,7 +80,11 @@ def execute(args: list[str]) -> int:
     return run([py, "tools/execute_notebooks.py", *args], env=env)
 
 
-COMMANDS = {"setup": lambda args: (setup(), 0)[1], "book": book, "test": test, "execute": execute}
+def colab(args: list[str]) -> int:
+    return run([setup(), "tools/colab.py", *args])
+
+
+COMMANDS = {"setup": lambda args: (setup(), 0)[1], "book": book, "test": test, "execute": execute, "colab": colab}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

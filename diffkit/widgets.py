@@ -1,0 +1,46 @@
+"""Kernel-free interactive figures: a slider (and play button) over precomputed frames.
+
+A chapter that explores a parameter — the time t, DDIM's η, the guidance scale, the number of steps — renders
+one figure per value and hands them to :func:`frame_slider`.  The slider, the play button and the stack of
+images are linked *in the browser* (``ipywidgets.jslink``), so the widget state stored in the notebook keeps
+working in the static HTML book, with no kernel behind it; in a live notebook it behaves the same.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+
+__all__ = ["figure_png", "frame_slider"]
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed, so it is not also shown inline)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def frame_slider(frames: Sequence[bytes], labels: Sequence[str], *, description: str = "t",
+                 interval_ms: int = 400) -> widgets.VBox:
+    """A slider over ``frames`` (PNG bytes, e.g. from :func:`figure_png`), labelled by ``labels``, with a play
+    button; all links run client-side, so the exported HTML stays interactive."""
+    if len(frames) == 0 or len(frames) != len(labels):
+        raise ValueError(f"frames and labels must be non-empty and of equal length, got {len(frames)} and {len(labels)}")
+    if not all(isinstance(f, (bytes, bytearray)) for f in frames):
+        raise TypeError("frames must be PNG bytes (use diffkit.widgets.figure_png(fig))")
+    images = [widgets.Image(value=bytes(f), format="png") for f in frames]
+    stack = widgets.Stack(children=images, selected_index=0)
+    slider = widgets.SelectionSlider(options=[str(s) for s in labels], index=0, description=description,
+                                     continuous_update=True, layout=widgets.Layout(width="420px"))
+    play = widgets.Play(min=0, max=len(frames) - 1, step=1, interval=interval_ms, description="play")
+    links = (widgets.jslink((play, "value"), (slider, "index")),
+             widgets.jslink((slider, "index"), (stack, "selected_index")))
+    box = widgets.VBox([widgets.HBox([play, slider]), stack])
+    box.links = links  # keep the link widgets alive with the figure (and inspectable)
+    return box

@@ -1,0 +1,99 @@
+"""Give every notebook its Colab entry point, generated from the one place that names the repository.
+
+    python3 course.py colab          # write the cells (then re-execute the changed notebooks)
+    python3 course.py colab --check  # exit 1 if any notebook's cells differ from what they should be
+
+Each notebook gets, right after its title cell, a markdown cell with an "Open in Colab" link and a code cell
+that installs diffkit — pinned to the version the book was built with — only where it is missing.  The
+repository URL and branch come from ``_config.yml`` (``repository``), the version from ``diffkit.__version__``,
+which ``_config.yml``'s ``sphinx.config.release`` must equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BADGE_TAG, INSTALL_TAG = "colab-link", "colab-install"
+
+
+def settings() -> dict[str, str]:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    sys.path.insert(0, str(ROOT))
+    import diffkit
+
+    url = config["repository"]["url"].rstrip("/")
+    if not url.startswith("https://github.com/"):
+        raise ValueError(f"_config.yml repository.url must be a GitHub URL (Colab opens notebooks from GitHub), got {url}")
+    return {"url": url, "branch": config["repository"].get("branch", "main"), "version": diffkit.__version__,
+            "release": str(config["sphinx"]["config"]["release"])}
+
+
+def badge_source(nb_path: Path, s: dict[str, str]) -> str:
+    slug = s["url"].removeprefix("https://github.com/")
+    rel = nb_path.resolve().relative_to(ROOT).as_posix()
+    link = f"https://colab.research.google.com/github/{slug}/blob/{s['branch']}/{rel}"
+    return f"[▶ Open this chapter in Colab]({link}) · runs as is, on a GPU when Colab gives you one."
+
+
+def install_source(s: dict[str, str]) -> str:
+    v = s["version"]
+    return (f"# Installs diffkit {v} (the version this book was built with) only where it is missing, e.g. on Colab.\n"
+            "try:\n"
+            "    import diffkit\n"
+            "except ImportError:\n"
+            f"    %pip install -q \"diffkit @ git+{s['url']}@v{v}\"\n"
+            "    import diffkit\n"
+            f"if diffkit.__version__ != \"{v}\":\n"
+            f"    print(f\"note: this chapter was written for diffkit {v}; you have {{diffkit.__version__}}\")")
+
+
+def expected_cells(nb_path: Path, s: dict[str, str]) -> list[nbformat.NotebookNode]:
+    badge = nbformat.v4.new_markdown_cell(badge_source(nb_path, s), metadata={"tags": [BADGE_TAG]})
+    install = nbformat.v4.new_code_cell(install_source(s), metadata={"tags": [INSTALL_TAG]})
+    return [badge, install]
+
+
+def _tagged(cell: nbformat.NotebookNode, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def sync(nb_path: Path, s: dict[str, str], write: bool) -> bool:
+    """Put the Colab cells in place; return True if the notebook had to change."""
+    nb = nbformat.read(nb_path, as_version=4)
+    want = expected_cells(nb_path, s)
+    cells = [c for c in nb.cells if not (_tagged(c, BADGE_TAG) or _tagged(c, INSTALL_TAG))]
+    old = [c for c in nb.cells if _tagged(c, BADGE_TAG) or _tagged(c, INSTALL_TAG)]
+    same = len(old) == 2 and nb.cells[1:3] == old and all(o.source == w.source for o, w in zip(old, want))
+    if same:
+        return False
+    if write:
+        for w, o in zip(want, old):  # keep stored outputs of an unchanged install cell
+            if w.cell_type == "code" and o.cell_type == "code" and o.source == w.source:
+                w.outputs, w.execution_count = o.outputs, o.execution_count
+        nb.cells = cells[:1] + want + cells[1:]
+        nbformat.write(nb, nb_path)
+    return True
+
+
+def main(args: list[str]) -> int:
+    check = "--check" in args
+    s = settings()
+    if s["release"] != s["version"]:
+        print(f"_config.yml sphinx.config.release is {s['release']} but diffkit.__version__ is {s['version']}")
+        return 1
+    changed = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if sync(p, s, write=not check)]
+    for p in changed:
+        print(f"{'out of date' if check else 'updated'}: {p.relative_to(ROOT)}")
+    if changed and not check:
+        print("re-execute the updated notebooks: python3 course.py execute " + " ".join(str(p.relative_to(ROOT))
+                                                                                      for p in changed))
+    return 1 if (check and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
