@@ -16,7 +16,6 @@ these oracles (:meth:`GaussianMixture.as_model`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -209,5 +208,3 @@ def eight_gaussians(radius: float = 4.0, std: float = 0.3, labelled: bool = True
     means = radius * torch.stack([angles.cos(), angles.sin()], -1)
     return GaussianMixture(means, stds=std, labels=torch.arange(8) if labelled else None)
 
-
-ModelFn = Callable[..., Tensor]
