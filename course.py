@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,6 +62,9 @@ def setup() -> Path:
 def book(args: list[str]) -> int:
     py = setup()
     jb = py.parent / ("jupyter-book.exe" if os.name == "nt" else "jupyter-book")
+    # Sphinx 7.4 does not overwrite static files that already exist in the output, so an edited asset
+    # (book/assets) would be served stale: write the HTML afresh (the parsed pages stay cached).
+    shutil.rmtree(ROOT / "_build" / "html", ignore_errors=True)
     code = run([jb, "build", ".", "--warningiserror", "--nitpick", "--keep-going", *args])
     if code == 0:
         print(f"\nThe book is at {ROOT / '_build' / 'html' / 'index.html'}")
