@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -42,12 +43,40 @@ def test_every_notebook_opens_in_colab(path):
     assert [c.source for c in nb.cells[1:3]] == [c.source for c in expected], \
         f"{path.name}: run `python3 course.py colab` (then re-execute it)"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    link = re.search(r"\((https://colab\.research\.google\.com/github/[^)]+)\)", nb.cells[1].source).group(1)
+    link = re.search(r"href=\"(https://colab\.research\.google\.com/github/[^\"]+)\"", nb.cells[1].source).group(1)
     assert link.endswith(f"/blob/{s['branch']}/notebooks/{path.name}")
     assert urlparse(s["url"]).path.strip("/") in link
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert colab.INSTALL_TAG in first_code.metadata.get("tags", []), "the install cell must be the first code cell"
     assert "except ImportError:" in first_code.source  # installs only when missing
+
+
+def test_install_cell_installs_the_pinned_version_from_git(tmp_path):
+    """The install cell's pip spec, pointed at a tagged clone of this repository, installs this diffkit.
+
+    On Colab the same spec fetches tag ``v<version>`` of ``repository.url``; publishing a release therefore
+    means pushing that tag.
+    """
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    s = colab.settings()
+    spec = re.search(r'%pip install -q "(.+)"', colab.install_source(s)).group(1)
+    name, _, url = spec.partition(" @ git+")
+    repo, _, tag = url.rpartition("@")
+    assert (name, repo, tag) == ("diffkit", s["url"], f"v{diffkit.__version__}")
+    clone = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "tag", tag], check=True)
+    site = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                             "--disable-pip-version-check", "--target", str(site),
+                             f"{name} @ git+{clone.as_uri()}@{tag}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    installed = {p.relative_to(site / "diffkit").as_posix() for p in (site / "diffkit").rglob("*.py")}
+    shipped = {p.relative_to(clone / "diffkit").as_posix() for p in (clone / "diffkit").rglob("*.py")}
+    assert installed == shipped, f"modules missing from the installed package: {sorted(shipped - installed)}"
+    (dist,) = site.glob("diffkit-*.dist-info")
+    assert dist.name == f"diffkit-{diffkit.__version__}.dist-info"
 
 
 def test_gpu_workflow_runs_every_notebook_in_full_mode():

@@ -217,6 +217,21 @@ def _check_widgets(page, views: int) -> list[str]:
     return problems
 
 
+def _check_colab_entry(page) -> list[str]:
+    """A chapter opens in Colab from its badge and from the launch button, both for this very notebook."""
+    found = page.evaluate("""() => {
+        const colab = [...document.querySelectorAll('a[href^="https://colab.research.google.com/github/"]')];
+        return {badges: colab.filter(a => a.closest('article') && a.querySelector('img')).map(a => a.href),
+                buttons: colab.filter(a => a.classList.contains('btn')).map(a => a.href),
+                page: location.pathname.split('/').pop().replace(/\\.html$/, '.ipynb')};
+    }""")
+    problems = []
+    for kind in ("badges", "buttons"):
+        if not any(href.endswith("/notebooks/" + found["page"]) for href in found[kind]):
+            problems.append(f"no Colab {kind[:-1]} for {found['page']} (found {found[kind]})")
+    return problems
+
+
 def _visit_page(browser, server, screenshots, name: str) -> dict:
     visit = Visit(browser, server)
     page = visit.page
@@ -239,6 +254,8 @@ def _visit_page(browser, server, screenshots, name: str) -> dict:
         broken = _image_report(page)
         if broken:
             problems.append(f"images that did not load: {broken}")
+        if name.startswith("notebooks/"):
+            problems += _check_colab_entry(page)
         views = _widget_views(page)
         if views:
             problems += _check_widgets(page, views)

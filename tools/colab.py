@@ -11,6 +11,7 @@ which ``_config.yml``'s ``sphinx.config.release`` must equal.
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BADGE_TAG, INSTALL_TAG = "colab-link", "colab-install"
+# The badge is drawn here and embedded as a data URI, so that it shows in Jupyter, in Colab and in the offline
+# HTML book alike (the usual badge image lives on a server the book must not depend on).
+BADGE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="118" height="20" role="img" aria-label="Open in Colab">'
+             '<rect width="118" height="20" rx="3" fill="#555"/><rect x="38" width="80" height="20" rx="3" fill="#f9ab00"/>'
+             '<rect x="38" width="4" height="20" fill="#f9ab00"/><g font-family="Verdana,DejaVu Sans,sans-serif" '
+             'font-size="11"><text x="6" y="14" fill="#fff">Open</text><text x="45" y="14" fill="#222">in Colab</text>'
+             '<path d="M103 6 L110 10 L103 14 Z" fill="#222"/></g></svg>')
 
 
 def settings() -> dict[str, str]:
@@ -37,7 +45,10 @@ def badge_source(nb_path: Path, s: dict[str, str]) -> str:
     slug = s["url"].removeprefix("https://github.com/")
     rel = nb_path.resolve().relative_to(ROOT).as_posix()
     link = f"https://colab.research.google.com/github/{slug}/blob/{s['branch']}/{rel}"
-    return f"[▶ Open this chapter in Colab]({link}) · runs as is, on a GPU when Colab gives you one."
+    badge = "data:image/svg+xml;base64," + base64.b64encode(BADGE_SVG.encode()).decode()
+    # an HTML <img>: Markdown image syntax does not accept SVG data URIs (markdown-it refuses them)
+    return (f'<a href="{link}"><img src="{badge}" alt="Open in Colab" width="118" height="20"></a> '
+            "· this chapter runs as is in Colab, on a GPU when Colab gives you one.")
 
 
 def install_source(s: dict[str, str]) -> str:
