@@ -62,8 +62,8 @@ def setup() -> Path:
 def book(args: list[str]) -> int:
     py = setup()
     jb = py.parent / ("jupyter-book.exe" if os.name == "nt" else "jupyter-book")
-    # Sphinx 7.4 does not overwrite static files that already exist in the output, so an edited asset
-    # (book/assets) would be served stale: write the HTML afresh (the parsed pages stay cached).
+    # An incremental build whose pages are all up to date leaves edited static files (book/assets) stale in
+    # the output (seen with Jupyter Book 1 / Sphinx 7.4): write the HTML afresh (parsed pages stay cached).
     shutil.rmtree(ROOT / "_build" / "html", ignore_errors=True)
     code = run([jb, "build", ".", "--warningiserror", "--nitpick", "--keep-going", *args])
     if code == 0:
