@@ -70,7 +70,9 @@ def test_install_cell_installs_the_pinned_version_from_git(tmp_path):
     site = tmp_path / "site"
     result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                              "--disable-pip-version-check", "--target", str(site),
-                             f"{name} @ git+{clone.as_uri()}@{tag}"], capture_output=True, text=True)
+                             # file://localhost/...: older pip (23.x) refuses a git+file:/// URL with no host
+                             f"{name} @ git+file://localhost{clone.as_posix()}@{tag}"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     installed = {p.relative_to(site / "diffkit").as_posix() for p in (site / "diffkit").rglob("*.py")}
     shipped = {p.relative_to(clone / "diffkit").as_posix() for p in (clone / "diffkit").rglob("*.py")}
