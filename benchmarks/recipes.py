@@ -7,6 +7,13 @@ FID (in the course classifier's feature space, see diffkit.evaluation) is measur
 class-conditional samples (100 per digit) and the 1,000-digit MNIST test split; class accuracy is the share of
 samples the classifier assigns to the digit that was asked for.  A grid of samples is written to
 benchmarks/out/<recipe>.png.
+
+Then, to say *why* a recipe is behind, the denoising error of each trained model by noise level
+(diffkit.losses.denoising_mse on 500 test digits), with and without the class label.  It is indexed by the
+signal-to-noise ratio, not by t: the recipes use different paths, and the best possible error depends on the path
+only through the SNR (x_t / alpha_t = x_0 + eps / sqrt(SNR)).  A model whose error at low SNR exceeds the data's
+variance (what predicting the mean digit scores) has not learned the coarse structure; one whose error is the same
+with and without the label has not learned the classes.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from diffkit import data, evaluation, recipes, training  # noqa: E402
+from diffkit import data, evaluation, losses, recipes, training  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -33,6 +40,28 @@ def save_grid(images: torch.Tensor, path: Path, per_row: int = 10) -> None:
     plt.imsave(path, ((grid + 1) / 2).clamp(0, 1).numpy(), cmap="gray")
 
 
+SNRS = (100.0, 10.0, 1.0, 0.1, 0.01, 0.001)
+
+
+def t_at_snr(path, snr: float) -> float:
+    """The time at which ``path`` has signal-to-noise ratio ``snr`` (bisection; the SNR falls with t)."""
+    lo, hi = 1e-6, 1.0 - 1e-9
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(path.snr(torch.tensor(mid, dtype=torch.float64))) > snr else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def error_by_snr(recipe: recipes.Recipe, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor) -> list[tuple]:
+    """(SNR, x0-MSE with the label, x0-MSE with the null label) for each SNR in SNRS."""
+    model.eval()
+    ts = [t_at_snr(recipe.path, snr) for snr in SNRS]
+    kw = dict(target=recipe.target, generator=torch.Generator().manual_seed(2))
+    cond = losses.denoising_mse(model, x0, recipe.path, ts, y=y, **kw)
+    uncond = losses.denoising_mse(model, x0, recipe.path, ts, y=torch.full_like(y, recipes.NUM_CLASSES), **kw)
+    return list(zip(SNRS, cond.tolist(), uncond.tolist()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=list(recipes.RECIPES), choices=list(recipes.RECIPES))
@@ -43,11 +72,11 @@ def main() -> None:
     args = parser.parse_args()
 
     images, labels = data.mnist_tensors("train")
-    test_images, _ = data.mnist_tensors("test")
+    test_images, test_labels = data.mnist_tensors("test")
     classifier = evaluation.mnist_classifier()
     print(f"torch threads: {torch.get_num_threads()}, device: {training.default_device()}")
     asked = torch.arange(10).repeat_interleave(max(1, args.samples // 10))
-    rows = []
+    rows, errors = [], {}
     for name in args.recipes:
         recipe = recipes.get_recipe(name)
         torch.manual_seed(0)
@@ -77,9 +106,17 @@ def main() -> None:
             save_grid(samples[first_ten], OUT / f"{name}_w{w:g}.png", per_row=min(10, per_class))
             rows.append((recipe.title, trainer.step, trainer.seconds, args.steps, w, fid, acc, secs))
             print(f"  guidance {w:g}: FID {fid:.2f}, class accuracy {acc:.3f}, sampling {secs:.0f} s")
+        with torch.no_grad():
+            errors[name] = error_by_snr(recipe, trainer.ema_model.cpu(), test_images[:500], test_labels[:500])
     print(f"\n{'recipe':50s} {'steps':>6s} {'train s':>8s} {'NFE':>4s} {'w':>4s} {'FID':>7s} {'acc':>6s} {'sample s':>8s}")
     for title, steps, tsec, nfe, w, fid, acc, ssec in rows:
         print(f"{title:50s} {steps:6d} {tsec:8.0f} {nfe:4d} {w:4g} {fid:7.2f} {acc:6.3f} {ssec:8.0f}")
+    variance = ((test_images[:500] - test_images[:500].mean(0)) ** 2).mean().item()
+    print(f"\ndenoising error E|x0_hat - x0|^2 / d by SNR, with the label / with the null label "
+          f"(predicting the mean digit scores {variance:.3f})")
+    print(f"{'SNR':>8s} " + " ".join(f"{name:>17s}" for name in errors))
+    for i, snr in enumerate(SNRS):
+        print(f"{snr:8g} " + " ".join(f"{e[i][1]:8.4f}/{e[i][2]:8.4f}" for e in errors.values()))
 
 
 if __name__ == "__main__":

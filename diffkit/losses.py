@@ -12,6 +12,9 @@ model output on the matching target (:mod:`diffkit.targets`):
   on the linear path with :math:`\sigma_\min` (rectified flow when :math:`\sigma_\min = 0`), uniform or logit-normal
   :math:`t`, optional minibatch OT coupling (chapter 7).
 
+:func:`denoising_mse` measures a trained model on that common scale: the error of its implied
+:math:`\hat x_0` at each noise level, whatever its target (chapters 4 and 10).
+
 **Weightings** (chapter 4) are stated on the :math:`x_0` scale: the loss is
 :math:`w(t)\,\lVert\hat x_0 - x_0\rVert^2` with :math:`w = \mathrm{SNR}` (``"snr"``: equals the ε-loss),
 :math:`\max(\mathrm{SNR}, 1)` (``"truncated_snr"``, Salimans & Ho, 2022) or :math:`\min(\mathrm{SNR}, \gamma)`
@@ -30,10 +33,10 @@ from torch import Tensor
 from ._checks import as_time, check_choice, check_number, check_tensor, randn_like
 from .coupling import ot_pair
 from .paths import GaussianPath, LinearPath, check_path
-from .targets import TARGETS, from_x0_eps
+from .targets import TARGETS, from_x0_eps, to_x0_eps
 
-__all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "sample_t", "target_scale", "loss_weight",
-           "WEIGHTINGS", "T_DISTRIBUTIONS"]
+__all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "denoising_mse", "sample_t", "target_scale",
+           "loss_weight", "WEIGHTINGS", "T_DISTRIBUTIONS"]
 
 WEIGHTINGS = (None, "snr", "truncated_snr", "min_snr")
 T_DISTRIBUTIONS = ("uniform", "logit_normal")
@@ -155,3 +158,41 @@ def cfm_loss(model: Model, x0: Tensor, *, sigma_min: float = 0.0, path: Gaussian
     ``LinearPath(sigma_min)`` by default (target :math:`(1-\sigma_\min)\varepsilon - x_0`)."""
     path = LinearPath(sigma_min) if path is None else path
     return diffusion_loss(model, x0, path, target="velocity", t_dist=t_dist, coupling=coupling, **kwargs)
+
+
+@torch.no_grad()
+def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | list[float], *, target: str = "eps",
+                  y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    r"""The denoising error by noise level, on the common :math:`x_0` scale (chapters 4 and 10):
+    :math:`\mathrm{MSE}(t) = \mathbb E\,\lVert\hat x_0(x_t, t) - x_0\rVert^2 / d` for each ``t`` in ``ts``, with
+    :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` and :math:`\hat x_0` recovered from the model's ``target``
+    (:func:`diffkit.targets.to_x0_eps`, as every sampler does).
+
+    One number per :math:`t` compares models that predict different targets: the error of their own target is
+    :math:`k_\text{target}(t)\,\mathrm{MSE}(t)` (:func:`target_scale`; for ε that is
+    :math:`\mathrm{SNR}(t)\,\mathrm{MSE}(t)`).  Two references: the posterior mean :math:`\mathbb E[x_0|x_t]`
+    attains the minimum (Gaussian data :math:`\mathcal N(m, s^2 I)`:
+    :math:`s^2\sigma_t^2/(\alpha_t^2 s^2 + \sigma_t^2)`), and predicting the data mean scores the data's variance
+    at every :math:`t` — a model above that line at high noise has not learned the coarse structure yet.
+    Every ``t`` uses the same noise draws.  Returns (len(ts),) float64.
+    """
+    check_tensor("x0", x0, min_ndim=2)
+    check_path(path)
+    check_choice("target", target, TARGETS)
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"ts must be a non-empty 1-D list or tensor of times in (0, 1], got shape {tuple(ts.shape)}")
+    if torch.isnan(ts).any() or (ts < 0).any() or (ts > 1).any() or (path.sigma(ts) == 0).any():
+        raise ValueError(f"ts must lie in [0, 1] and avoid points where sigma_t = 0 (x_t is the clean data), got {ts.tolist()}")
+    eps = randn_like(x0, generator)
+    out = []
+    for t in ts.tolist():
+        t_b = torch.full((x0.shape[0],), t, dtype=x0.dtype, device=x0.device)
+        x_t = path.sample(x0, t_b, eps).x_t
+        pred = model(x_t, t_b, y) if y is not None else model(x_t, t_b)
+        if not isinstance(pred, Tensor) or pred.shape != x0.shape:
+            raise ValueError(f"model output must have the shape of x0 {tuple(x0.shape)}, "
+                             f"got {tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__}")
+        x0_hat, _ = to_x0_eps(pred, target, x_t, t_b, path)
+        out.append(((x0_hat - x0) ** 2).double().mean())
+    return torch.stack(out).cpu()

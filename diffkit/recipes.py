@@ -12,6 +12,15 @@ recipe                 training framework             architecture              
 All three are class-conditional with label dropout 0.1 and sample with classifier-free guidance.
 (``"sd1"`` is "SD 1.x style", ``"dit"`` "DiT paper style", ``"flux"`` "Flux / SD3 style": same axes as those
 systems, scaled down to 28×28 MNIST on a CPU.)
+
+**Why they differ at a CPU budget** (``benchmarks/recipes.py`` prints the evidence: FID, class accuracy and the
+denoising error by SNR of each trained model, :func:`diffkit.losses.denoising_mse`).  On the common :math:`x_0`
+scale the ε-loss is :math:`\mathrm{SNR}(t)\,\lVert\hat x_0 - x_0\rVert^2`, so at SNR 0.01 an :math:`x_0` error as
+large as the data's whole variance costs the ε-loss less than the error it already makes at low noise; the
+velocity loss on the linear path weighs the same error by :math:`1/t^2 \ge 1`, and logit-normal :math:`t`
+trains mostly at mid SNR.  Within a few thousand steps the ε recipes therefore stay poor where the digit's shape
+and class are decided (low SNR), and :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` magnifies what
+error they have by :math:`1/\alpha_t` (about 150 at the first step of the linear schedule).
 """
 
 from __future__ import annotations

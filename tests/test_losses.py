@@ -141,6 +141,46 @@ def test_oracle_attains_the_minimum():
         assert worse > best
 
 
+@pytest.mark.parametrize("path", [paths.VPPath(), paths.LinearPath(), paths.DiscretePath.from_schedule("linear", 1000)],
+                         ids=repr)
+def test_denoising_mse_of_the_posterior_mean_is_the_mmse(path):
+    """Gaussian data N(m, s^2 I): E[x0|x_t] has the closed-form error s^2 sigma^2 / (alpha^2 s^2 + sigma^2) per
+    dimension, whatever target the model predicts it through; the data mean scores s^2 at every t."""
+    m, s, d, n = torch.tensor([[1.0, -2.0, 0.5, 0.0]], dtype=torch.float64), 0.7, 4, 20_000
+    gauss = oracles.GaussianMixture(m, stds=s)
+    x0 = gauss.sample(n, generator=torch.Generator().manual_seed(0))
+    ts = [0.05, 0.3, 0.6, 0.9, 0.999]
+    a, sig = path.alpha(torch.tensor(ts, dtype=torch.float64)), path.sigma(torch.tensor(ts, dtype=torch.float64))
+    mmse = s**2 * sig**2 / (a**2 * s**2 + sig**2)
+    by_target = {target: losses.denoising_mse(gauss.as_model(path, target), x0, path, ts, target=target,
+                                              generator=torch.Generator().manual_seed(1))
+                 for target in targets.TARGETS}
+    # ||x0 - E[x0|x_t]||^2 / d has mean v and std v sqrt(2/d): allow 5 standard errors of the mean
+    torch.testing.assert_close(by_target["eps"], mmse, rtol=5 * math.sqrt(2 / (d * n)), atol=0)
+    for target, mse in by_target.items():  # the same draws: every target implies the same x0 estimate
+        torch.testing.assert_close(mse, by_target["eps"], rtol=1e-7, atol=0, msg=target)
+    # the data mean as a constant x0 prediction: its error is the sample variance, exactly, at every t
+    mean_model = lambda x, t, y=None: x0.mean(0).expand_as(x)  # noqa: E731
+    variance = ((x0 - x0.mean(0)) ** 2).mean()
+    torch.testing.assert_close(losses.denoising_mse(mean_model, x0, path, ts, target="x0"),
+                               variance.expand(len(ts)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("target", ["eps", "v", "velocity"])
+def test_denoising_mse_is_the_loss_on_the_x0_scale(target):
+    """Through the independent route of diffusion_loss and target_scale (||d target||^2 = k ||d x0||^2): for eps
+    the x0 error is the loss divided by the SNR."""
+    path, model = paths.CosinePath(), TinyNet(0)
+    _, x0, _, _ = _draws(2000)
+    for t in (0.1, 0.5, 0.95):
+        eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        t_b = torch.full((len(x0),), t, dtype=torch.float64)
+        loss = losses.diffusion_loss(model, x0, path, target=target, t=t_b, eps=eps)
+        k = losses.target_scale(target, t_b, path)[0]
+        mse = losses.denoising_mse(model, x0, path, [t], target=target, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(mse, (loss / k).reshape(1), rtol=1e-9, atol=0)
+
+
 def test_time_distributions():
     g = torch.Generator().manual_seed(0)
     t = losses.sample_t(100_000, paths.LinearPath(), t_dist="logit_normal", generator=g, dtype=torch.float64)
@@ -179,5 +219,11 @@ def test_bad_input():
         losses.ddpm_loss(lambda x, t, y=None: x, x0, path, target="velocity")
     with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
         losses.ddpm_loss(lambda x, t, y=None: x, x0, "linear")
+    with pytest.raises(ValueError, match="ts must lie in"):
+        losses.denoising_mse(lambda x, t, y=None: x, x0, path, [0.5, 0.0])
+    with pytest.raises(ValueError, match="ts must be a non-empty 1-D"):
+        losses.denoising_mse(lambda x, t, y=None: x, x0, path, [])
+    with pytest.raises(ValueError, match="alpha_t = 0"):
+        losses.denoising_mse(lambda x, t, y=None: x, x0, paths.LinearPath(), [1.0], target="eps")
     with pytest.raises(ValueError, match="coupling must be one of"):
         losses.cfm_loss(lambda x, t, y=None: x, x0, coupling="sinkhorn")
