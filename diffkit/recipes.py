@@ -9,7 +9,9 @@ recipe                 training framework             architecture              
 ``"flux"``             rectified flow, logit-normal t DiT-adaLN-Zero, patch 4         Euler on the flow ODE
 =====================  =============================  ==============================  =====================
 
-All three are class-conditional with label dropout 0.1 and sample with classifier-free guidance.
+All three are class-conditional with label dropout 0.1 and sample with classifier-free guidance.  The two DDPM
+recipes clip :math:`\hat x_0` to [-1, 1] while sampling, as DDPM does in pixel space (``clip_x0=1``; the latent
+systems they are named after do not clip).
 (``"sd1"`` is "SD 1.x style", ``"dit"`` "DiT paper style", ``"flux"`` "Flux / SD3 style": same axes as those
 systems, scaled down to 28×28 MNIST on a CPU.)
 
@@ -55,6 +57,7 @@ class Recipe:
     sampler: str
     lr: float
     spacing: str | None = None  # DDPM grids: "trailing" etc.; None = uniform in t
+    clip_x0: float | None = None  # sampling clamps x0_hat to [-c, c] (DDPM's clip_denoised), None = no clipping
 
     def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
         """The recipe's training loss (signature of :class:`diffkit.training.Trainer`'s ``loss_fn``)."""
@@ -79,8 +82,8 @@ def _unet() -> nn.Module:
 
 _DDPM = DiscretePath.from_schedule("linear", 1000)
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("sd1", "DDPM + U-Net + DDIM (SD 1.x style)", _unet, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing"),
-    Recipe("dit", "DDPM + DiT + DDIM (DiT paper style)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing"),
+    Recipe("sd1", "DDPM + U-Net + DDIM (SD 1.x style)", _unet, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing", 1.0),
+    Recipe("dit", "DDPM + DiT + DDIM (DiT paper style)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing", 1.0),
     Recipe("flux", "rectified flow + DiT + Euler (Flux / SD3 style)", _dit, LinearPath(), "velocity", "logit_normal",
            "euler", 5e-4),
 ]}
@@ -109,5 +112,5 @@ def generate(recipe: Recipe, model: nn.Module, labels: Tensor, *, n_steps: int =
     for y in tqdm(labels.split(batch_size), desc=f"sampling {recipe.name}", disable=not progress, leave=False):
         x = samplers.prior(recipe.path, (len(y), 1, 28, 28), generator=generator, device=device)
         out.append(sample(model, x, ts, recipe.path, target=recipe.target, y=y.to(device), guidance=guidance,
-                          null_label=NUM_CLASSES, generator=generator).clamp(-1, 1).cpu())
+                          null_label=NUM_CLASSES, generator=generator, clip_x0=recipe.clip_x0).clamp(-1, 1).cpu())
     return torch.cat(out)

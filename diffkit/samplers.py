@@ -3,7 +3,7 @@ r"""Samplers: every one integrates a Gaussian path from :math:`t = 1` (noise) to
 **One calling convention** (compare them side by side, swap one for another)::
 
     x0 = sampler(model, x, ts, path, *, target="eps", y=None, guidance=1.0, null_label=None,
-                 generator=None, return_trajectory=False, progress=False, **options)
+                 generator=None, return_trajectory=False, progress=False, clip_x0=None, **options)
 
 * ``model(x, t, y=None)`` predicts ``target`` (``"eps"``, ``"x0"``, ``"v"``, ``"score"`` or ``"velocity"``;
   see :mod:`diffkit.targets`); ``t`` is a (B,) tensor in [0, 1] with 0 = data.
@@ -13,6 +13,10 @@ r"""Samplers: every one integrates a Gaussian path from :math:`t = 1` (noise) to
   :math:`\hat f = f(x, t, \varnothing) + w\,(f(x, t, y) - f(x, t, \varnothing))` on the whole output, so
   ``w = 1`` is plain conditional sampling and ``w = 0`` unconditional.  It needs ``y`` and ``null_label``.
 * ``return_trajectory=True`` returns a :class:`Trajectory` (all intermediate states) instead of the samples.
+* ``clip_x0=c`` clamps every :math:`\hat x_0` to :math:`[-c, c]` before the update (and recomputes
+  :math:`\hat\varepsilon` to match): DDPM's ``clip_denoised`` for pixel data in [-1, 1] (``c = 1``, chapter 4).
+  At low SNR an ε-model's :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` multiplies its error by
+  :math:`1/\alpha_t`; clipping keeps that error from wrecking the trajectory.
 
 Every method converts the model output to :math:`(\hat x_0, \hat\varepsilon)` and writes its update in those
 terms, so one implementation serves every path and every target.
@@ -52,15 +56,17 @@ class Trajectory:
 
 
 class Denoiser:
-    """Wraps ``model`` (+ guidance) so that ``denoiser(x, t)`` returns :math:`(\\hat x_0, \\hat\\varepsilon)`."""
+    """Wraps ``model`` (+ guidance, + clipping) so that ``denoiser(x, t)`` returns
+    :math:`(\\hat x_0, \\hat\\varepsilon)`."""
 
     def __init__(self, model: Model, path: GaussianPath, target: str = "eps", y: Tensor | None = None,
-                 guidance: float = 1.0, null_label: int | None = None):
+                 guidance: float = 1.0, null_label: int | None = None, clip_x0: float | None = None):
         if not callable(model):
             raise TypeError(f"model must be callable as model(x, t, y=None), got {type(model).__name__}")
         check_path(path)
         check_choice("target", target, TARGETS)
         self.guidance = check_number("guidance", guidance, low=0.0)
+        self.clip_x0 = None if clip_x0 is None else check_number("clip_x0", clip_x0, low=0.0, low_open=True)
         if self.guidance != 1.0:
             if null_label is None:
                 raise ValueError("guidance != 1 needs null_label (the label id the model treats as 'no condition')")
@@ -93,8 +99,18 @@ class Denoiser:
         return out
 
     def __call__(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(\hat x_0, \hat\varepsilon)` at ``(x, t)``.  With ``clip_x0 = c``, :math:`\hat x_0` is clamped to
+        :math:`[-c, c]` and :math:`\hat\varepsilon = (x - \alpha_t\hat x_0)/\sigma_t` recomputed from it, so the pair
+        still satisfies :math:`x = \alpha_t\hat x_0 + \sigma_t\hat\varepsilon` (DDPM's ``clip_denoised``)."""
         tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        return to_x0_eps(self.prediction(x, t), self.target, x, tt, self.path)
+        x0, eps = to_x0_eps(self.prediction(x, t), self.target, x, tt, self.path)
+        if self.clip_x0 is None:
+            return x0, eps
+        x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        sigma = _coef(self.path.sigma, float(t))
+        if sigma > 0:
+            eps = (x - _coef(self.path.alpha, float(t)) * x0) / sigma
+        return x0, eps
 
     def velocity(self, x: Tensor, t: float) -> Tensor:
         r"""ODE velocity :math:`u_t(x) = \dot\alpha_t\hat x_0 + \dot\sigma_t\hat\varepsilon` (probability-flow / flow ODE)."""
@@ -128,11 +144,11 @@ def _coef(fn: Callable[[Tensor], Tensor], t: float) -> float:
 
 
 def _run(step: Callable, model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str, y, guidance,
-         null_label, return_trajectory: bool, progress: bool, desc: str) -> Tensor | Trajectory:
+         null_label, return_trajectory: bool, progress: bool, clip_x0: float | None, desc: str) -> Tensor | Trajectory:
     """Shared driver: validates inputs, walks the grid calling ``step(den, x, t, s, i)``, records the trajectory."""
     check_tensor("x", x, min_ndim=2)
     grid = _check_grid(ts)
-    den = Denoiser(model, path, target, y, guidance, null_label)
+    den = Denoiser(model, path, target, y, guidance, null_label, clip_x0)
     xs = [x] if return_trajectory else None
     pairs = list(zip(grid[:-1], grid[1:]))
     with torch.no_grad():
@@ -171,7 +187,8 @@ def _posterior_std(path: GaussianPath, t: float, s: float) -> tuple[float, float
 
 def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-         return_trajectory: bool = False, progress: bool = False, variance: str = "beta_tilde") -> Tensor | Trajectory:
+         return_trajectory: bool = False, progress: bool = False,
+         clip_x0: float | None = None, variance: str = "beta_tilde") -> Tensor | Trajectory:
     r"""DDPM ancestral sampling (Ho et al., 2020; chapter 3): :math:`x_s \sim \mathcal N(\tilde\mu(x_t, \hat x_0), c^2 I)`
     with :math:`c^2 = \tilde\beta` (``variance="beta_tilde"``, the true posterior variance) or :math:`c^2 = \beta`
     (``variance="beta"``).  On a coarse grid :math:`\beta_{t\to s} = 1 - \bar\alpha_t/\bar\alpha_s`."""
@@ -192,34 +209,35 @@ def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
         return mean + std_ts * randn_like(x, generator)
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="DDPM")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="DDPM")
 
 
 def ddim(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-         return_trajectory: bool = False, progress: bool = False, eta: float = 0.0) -> Tensor | Trajectory:
+         return_trajectory: bool = False, progress: bool = False,
+         clip_x0: float | None = None, eta: float = 0.0) -> Tensor | Trajectory:
     r"""DDIM (Song et al., 2021; chapter 4): :math:`x_s = \alpha_s\hat x_0 + \sqrt{\sigma_s^2 - c^2}\,\hat\varepsilon + c z`,
     :math:`c = \eta\,\tilde\sigma_{t\to s}`.  ``eta=0`` is deterministic, ``eta=1`` is DDPM with :math:`\tilde\beta`."""
     check_number("eta", eta, low=0.0)
     return _run(lambda den, x, t, s, i: _gaussian_step(den, x, t, s, lambda t, s: eta * _posterior_std(path, t, s)[1],
                                                        generator),
                 model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="DDIM")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="DDIM")
 
 
 def euler(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
           guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-          return_trajectory: bool = False, progress: bool = False) -> Tensor | Trajectory:
+          return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Euler on the ODE :math:`dx/dt = u_t(x)` (probability-flow ODE for diffusion models, the flow ODE for flow
     matching; chapters 6–7): :math:`x_s = x_t + (s - t)\,u_t(x_t)`."""
     return _run(lambda den, x, t, s, i: x + (s - t) * den.velocity(x, t), model, x, ts, path, target=target, y=y,
                 guidance=guidance, null_label=null_label, return_trajectory=return_trajectory, progress=progress,
-                desc="Euler")
+                clip_x0=clip_x0, desc="Euler")
 
 
 def heun(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-         return_trajectory: bool = False, progress: bool = False) -> Tensor | Trajectory:
+         return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Heun's second-order method on the ODE: :math:`x_s = x_t + \tfrac{h}{2}(u_t(x_t) + u_s(x_t + h u_t))`,
     :math:`h = s - t`.  The step that ends at :math:`t = 0` is an Euler step (the field may be singular there)."""
 
@@ -231,12 +249,12 @@ def heun(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
         return x + (s - t) * 0.5 * (d + den.velocity(x_euler, s))
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="Heun")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Heun")
 
 
 def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
         guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-        return_trajectory: bool = False, progress: bool = False) -> Tensor | Trajectory:
+        return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Classical fourth-order Runge–Kutta on the ODE (4 evaluations a step).  The step that ends at
     :math:`t = 0` uses the midpoint rule, which never evaluates the field at :math:`t = 0`."""
 
@@ -251,7 +269,7 @@ def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str 
         return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="RK4")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="RK4")
 
 
 def _reverse_sde_step(den: Denoiser, x: Tensor, t: float, s: float, generator, noise: bool) -> Tensor:
@@ -268,13 +286,13 @@ def _reverse_sde_step(den: Denoiser, x: Tensor, t: float, s: float, generator, n
 def euler_maruyama(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
                    y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                    generator: torch.Generator | None = None, return_trajectory: bool = False,
-                   progress: bool = False) -> Tensor | Trajectory:
+                   progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Euler–Maruyama on the reverse-time SDE (Anderson, 1982; chapter 6):
     :math:`x_s = x_t - [f(t)x_t - g^2(t)\nabla\log p_t(x_t)]\,|h| + g(t)\sqrt{|h|}\,z`.
     The last step (to :math:`t = 0`) adds no noise."""
     return _run(lambda den, x, t, s, i: _reverse_sde_step(den, x, t, s, generator, noise=s > 0.0), model, x, ts,
                 path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="Euler-Maruyama")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Euler-Maruyama")
 
 
 def _langevin_step(den: Denoiser, x: Tensor, t: float, step_size: Tensor | float, generator) -> Tensor:
@@ -286,7 +304,8 @@ def _langevin_step(den: Denoiser, x: Tensor, t: float, step_size: Tensor | float
 def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
                         y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                         generator: torch.Generator | None = None, return_trajectory: bool = False,
-                        progress: bool = False, n_corrector: int = 1, snr: float = 0.16) -> Tensor | Trajectory:
+                        progress: bool = False,
+                        clip_x0: float | None = None, n_corrector: int = 1, snr: float = 0.16) -> Tensor | Trajectory:
     r"""Predictor–corrector sampling (Song et al., 2021; chapter 6): at each :math:`t`, ``n_corrector`` Langevin
     steps on :math:`p_t` with step size :math:`\delta = 2(r\,\overline{\lVert z\rVert}/\overline{\lVert\nabla\log p_t\rVert})^2`
     (norms averaged over the batch, ``snr`` = r), then one Euler–Maruyama predictor step to the next time."""
@@ -304,13 +323,15 @@ def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath,
         return _reverse_sde_step(den, x, t, s, generator, noise=s > 0.0)
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="Predictor-corrector")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Predictor-corrector")
 
 
 def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
                       y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                       generator: torch.Generator | None = None, return_trajectory: bool = False,
-                      progress: bool = False, n_steps_each: int = 100, step_lr: float = 2e-5) -> Tensor | Trajectory:
+                      progress: bool = False,
+                      clip_x0: float | None = None, n_steps_each: int = 100,
+                      step_lr: float = 2e-5) -> Tensor | Trajectory:
     r"""Annealed Langevin dynamics (NCSN, Song & Ermon, 2019; chapter 5).  At each noise level :math:`\sigma_i` of the
     grid (except the last), ``n_steps_each`` Langevin steps with :math:`\delta_i = \text{step\_lr}\cdot\sigma_i^2/\sigma_L^2`
     (:math:`\sigma_L` the smallest positive level); the final move to :math:`t = 0` is the Tweedie denoising step
@@ -329,13 +350,13 @@ def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *
         return x
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="Annealed Langevin")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Annealed Langevin")
 
 
 def dpm_solver_pp_2m(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
                      y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                      generator: torch.Generator | None = None, return_trajectory: bool = False,
-                     progress: bool = False) -> Tensor | Trajectory:
+                     progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""DPM-Solver++(2M) (Lu et al., 2022; chapter 6), multistep second order in the data prediction.
 
     With :math:`\lambda = \log(\alpha/\sigma)` and :math:`h = \lambda_s - \lambda_t`:
@@ -359,7 +380,7 @@ def dpm_solver_pp_2m(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *,
         return (s_s / s_t) * x + a_s * (1 - exp_neg_h) * D
 
     return _run(step, model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
-                return_trajectory=return_trajectory, progress=progress, desc="DPM-Solver++(2M)")
+                return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="DPM-Solver++(2M)")
 
 
 SAMPLERS: dict[str, Callable[..., Tensor | Trajectory]] = {

@@ -83,38 +83,72 @@ def _float64(sched):
 
 
 @pytest.mark.parametrize("variance,diffusers_type", [("beta_tilde", "fixed_small"), ("beta", "fixed_large")])
-@pytest.mark.parametrize("n_steps", [1000, 50])
-def test_ddpm_matches_diffusers_step_by_step(variance, diffusers_type, n_steps):
+@pytest.mark.parametrize("n_steps,clip", [(1000, None), (50, None), (50, 1.0)])
+def test_ddpm_matches_diffusers_step_by_step(variance, diffusers_type, n_steps, clip):
     N = 1000
     sched = _float64(DDPMScheduler(num_train_timesteps=N, beta_schedule="linear", variance_type=diffusers_type,
-                                   clip_sample=False, timestep_spacing="leading"))
+                                   clip_sample=clip is not None, clip_sample_range=clip or 1.0,
+                                   timestep_spacing="leading"))
     sched.set_timesteps(n_steps)
     path = paths.DiscretePath(sched.betas.clone())
     grid = grids.ddpm_grid(n_steps, N, "leading")
     assert torch.equal(paths.index_from_t(grid[:-1], N), sched.timesteps.long())
     x = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     theirs = _diffusers_loop(sched, x, N, torch.Generator().manual_seed(1))
-    ours = samplers.ddpm(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, variance=variance,
+    ours = samplers.ddpm(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, variance=variance, clip_x0=clip,
                          generator=torch.Generator().manual_seed(1), return_trajectory=True).xs
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
     assert (ours[-1] - ours[-2]).abs().max() > 0  # the last step did something
+    if clip is not None:  # the clipping was active: without it the chain differs
+        unclipped = samplers.ddpm(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, variance=variance,
+                                  generator=torch.Generator().manual_seed(1))
+        assert (unclipped - ours[-1]).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
-@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
-def test_ddim_matches_diffusers_step_by_step(eta, schedule):
+@pytest.mark.parametrize("schedule,clip", [("linear", None), ("squaredcos_cap_v2", None), ("linear", 0.5)])
+def test_ddim_matches_diffusers_step_by_step(eta, schedule, clip):
+    """``clip_x0`` recomputes eps from the clipped x0: diffusers' ``use_clipped_model_output=True``."""
     N, n = 1000, 20
-    sched = _float64(DDIMScheduler(num_train_timesteps=N, beta_schedule=schedule, clip_sample=False,
-                                   set_alpha_to_one=True, timestep_spacing="leading"))
+    sched = _float64(DDIMScheduler(num_train_timesteps=N, beta_schedule=schedule, clip_sample=clip is not None,
+                                   clip_sample_range=clip or 1.0, set_alpha_to_one=True, timestep_spacing="leading"))
     sched.set_timesteps(n)
     path = paths.DiscretePath(sched.betas.double())
     grid = grids.ddpm_grid(n, N, "leading")
     assert torch.equal(paths.index_from_t(grid[:-1], N), sched.timesteps.long())
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    theirs = _diffusers_loop(sched, x, N, torch.Generator().manual_seed(1), eta=eta)
-    ours = samplers.ddim(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, eta=eta,
+    theirs = _diffusers_loop(sched, x, N, torch.Generator().manual_seed(1), eta=eta, use_clipped_model_output=True)
+    ours = samplers.ddim(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, eta=eta, clip_x0=clip,
                          generator=torch.Generator().manual_seed(1), return_trajectory=True).xs
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    if clip is not None:
+        unclipped = samplers.ddim(lambda x, t, y=None: _toy_eps(x, t), x, grid, path, eta=eta,
+                                  generator=torch.Generator().manual_seed(1))
+        assert (unclipped - ours[-1]).abs().max() > 0.1
+
+
+# --- clipping x0 ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["eps", "v", "velocity"])
+def test_clipped_denoiser_stays_on_the_line_through_x(target):
+    """With clip_x0 = c: |x0_hat| <= c, the pair still satisfies x = alpha x0_hat + sigma eps_hat exactly, and
+    predictions already inside [-c, c] are untouched."""
+    path = paths.CosinePath()
+    oracle = oracles.eight_gaussians(radius=1.0, std=0.3).as_model(path, target)
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    plain = samplers.Denoiser(oracle, path, target)
+    clipped = samplers.Denoiser(oracle, path, target, clip_x0=0.8)
+    n_inside = n_outside = 0
+    for t in (0.2, 0.7, 0.99):
+        x0, eps = clipped(x, t)
+        a, s = (float(f(torch.tensor(t, dtype=torch.float64))) for f in (path.alpha, path.sigma))
+        assert x0.abs().max() <= 0.8
+        torch.testing.assert_close(a * x0 + s * eps, x, rtol=0, atol=1e-12)
+        x0_plain, eps_plain = plain(x, t)
+        inside = (x0_plain.abs() < 0.8).all(dim=1)
+        n_inside, n_outside = n_inside + int(inside.sum()), n_outside + int((~inside).sum())
+        torch.testing.assert_close(x0[inside], x0_plain[inside], rtol=0, atol=1e-12)
+        torch.testing.assert_close(eps[inside], eps_plain[inside], rtol=0, atol=1e-12)
+    assert n_inside > 100 and n_outside > 100  # both cases were exercised
 
 
 # --- every grid lands on clean data ----------------------------------------------------------------------------
@@ -180,6 +214,8 @@ def test_stronger_guidance_makes_samples_more_typical_of_their_class():
 
 # --- clear errors ---------------------------------------------------------------------------------------------
 def test_bad_input():
+    with pytest.raises(ValueError, match="clip_x0 must"):
+        samplers.ddim(lambda x, t, y=None: x, torch.zeros(4, 2), grids.uniform(3), paths.VPPath(), clip_x0=0.0)
     gmm, path = oracles.eight_gaussians(), paths.VPPath()
     model, x = gmm.as_model(path), torch.randn(4, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="at least 2 times"):
