@@ -22,7 +22,8 @@ large as the data's whole variance costs the ε-loss less than the error it alre
 velocity loss on the linear path weighs the same error by :math:`1/t^2 \ge 1`, and logit-normal :math:`t`
 trains mostly at mid SNR.  Within a few thousand steps the ε recipes therefore stay poor where the digit's shape
 and class are decided (low SNR), and :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` magnifies what
-error they have by :math:`1/\alpha_t` (about 150 at the first step of the linear schedule).
+error they have by :math:`1/\alpha_t` (about 150 at the first step of the linear schedule): without
+:math:`\hat x_0` clipping, some samples never leave the noise.
 """
 
 from __future__ import annotations

@@ -127,6 +127,22 @@ def test_ddim_matches_diffusers_step_by_step(eta, schedule, clip):
         assert (unclipped - ours[-1]).abs().max() > 0.1
 
 
+def test_every_sampler_has_the_shared_signature():
+    """One calling convention: the same positional arguments and the same shared keywords with the same defaults,
+    sampler-specific options only after them."""
+    import inspect
+
+    shared = ["target", "y", "guidance", "null_label", "generator", "return_trajectory", "progress", "clip_x0"]
+    reference = inspect.signature(samplers.ddpm).parameters
+    for name, fn in samplers.SAMPLERS.items():
+        params = inspect.signature(fn).parameters
+        assert list(params)[:4] == ["model", "x", "ts", "path"], name
+        assert list(params)[4:4 + len(shared)] == shared, name
+        for key in shared:
+            assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, (name, key)
+            assert params[key].default == reference[key].default, (name, key)
+
+
 # --- clipping x0 ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ["eps", "v", "velocity"])
 def test_clipped_denoiser_stays_on_the_line_through_x(target):
