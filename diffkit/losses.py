@@ -89,6 +89,15 @@ def loss_weight(weighting: str | None, t: Tensor, path: GaussianPath, gamma: flo
     raise ValueError("weighting=None has no x0-scale weight")
 
 
+def _predict(model: Model, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    """``model(x_t, t[, y])``, checked to return a tensor shaped like ``x_t`` (that is, like x0)."""
+    pred = model(x_t, t, y) if y is not None else model(x_t, t)
+    if not isinstance(pred, Tensor) or pred.shape != x_t.shape:
+        raise ValueError(f"model output must have the shape of x0 {tuple(x_t.shape)}, "
+                         f"got {tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__}")
+    return pred
+
+
 def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
                    t: Tensor | None = None, eps: Tensor | None = None, weighting: str | None = None,
                    gamma: float = 5.0, t_dist: str = "uniform", coupling: str | None = None,
@@ -119,9 +128,7 @@ def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str 
         x0, eps = ot_pair(x0, eps)
     sample = path.sample(x0, t, eps)
     goal = sample.velocity if target == "velocity" else from_x0_eps(x0, eps, target, sample.x_t, t, path)
-    pred = model(sample.x_t, t, y) if y is not None else model(sample.x_t, t)
-    if pred.shape != x0.shape:
-        raise ValueError(f"model output must have the shape of x0 {tuple(x0.shape)}, got {tuple(pred.shape)}")
+    pred = _predict(model, sample.x_t, t, y)
     per_sample = ((pred - goal) ** 2).flatten(1).mean(1)
     if weighting is not None:
         per_sample = per_sample * loss_weight(weighting, t, path, gamma) / target_scale(target, t, path)
@@ -189,10 +196,6 @@ def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | lis
     for t in ts.tolist():
         t_b = torch.full((x0.shape[0],), t, dtype=x0.dtype, device=x0.device)
         x_t = path.sample(x0, t_b, eps).x_t
-        pred = model(x_t, t_b, y) if y is not None else model(x_t, t_b)
-        if not isinstance(pred, Tensor) or pred.shape != x0.shape:
-            raise ValueError(f"model output must have the shape of x0 {tuple(x0.shape)}, "
-                             f"got {tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__}")
-        x0_hat, _ = to_x0_eps(pred, target, x_t, t_b, path)
+        x0_hat, _ = to_x0_eps(_predict(model, x_t, t_b, y), target, x_t, t_b, path)
         out.append(((x0_hat - x0) ** 2).double().mean())
     return torch.stack(out).cpu()

@@ -83,8 +83,10 @@ def _unet() -> nn.Module:
 
 _DDPM = DiscretePath.from_schedule("linear", 1000)
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("sd1", "DDPM + U-Net + DDIM (SD 1.x style)", _unet, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing", 1.0),
-    Recipe("dit", "DDPM + DiT + DDIM (DiT paper style)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing", 1.0),
+    Recipe("sd1", "DDPM + U-Net + DDIM (SD 1.x style)", _unet, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing",
+           clip_x0=1.0),
+    Recipe("dit", "DDPM + DiT + DDIM (DiT paper style)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing",
+           clip_x0=1.0),
     Recipe("flux", "rectified flow + DiT + Euler (Flux / SD3 style)", _dit, LinearPath(), "velocity", "logit_normal",
            "euler", 5e-4),
 ]}
