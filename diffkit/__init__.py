@@ -2,6 +2,7 @@
 
 Modules are named after the math they implement:
 
+* :mod:`diffkit.gan`        — GANs, their losses and games, the bilinear game, mode coverage (chapter 1)
 * :mod:`diffkit.schedules`  — discrete DDPM β schedules (chapter 2)
 * :mod:`diffkit.paths`      — Gaussian paths x_t = α_t x_0 + σ_t ε and the time convention (chapters 2, 6, 7, 14)
 * :mod:`diffkit.targets`    — ε / x0 / v / score / velocity conversions (chapter 4)
@@ -18,16 +19,17 @@ Modules are named after the math they implement:
 * :mod:`diffkit.likelihood` — exact log-likelihood / bits per dim through the probability-flow ODE (ch. 6, 13)
 * :mod:`diffkit.fid`        — numerically stable Fréchet distance (ch. 13)
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
-* :mod:`diffkit.checkpoints` — atomic safetensors checkpoints
-* :mod:`diffkit.cache`      — trained models cached by their full configuration
+* :mod:`diffkit.checkpoints` — atomic safetensors checkpoints; a trained model saved and loaded in one call
+* :mod:`diffkit.cache`      — trained models cached by their full configuration (objective and data included)
+* :mod:`diffkit.plotting`   — a batch of images as one grid, shown and saved as PNG
 * :mod:`diffkit.exercises`  — auto-checked exercises with specific feedback
 * :mod:`diffkit.budgets`    — quick vs full compute budgets (``diffkit.budget(full=..., quick=...)``)
 
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, data, distances, evaluation, exercises, fid, grids, likelihood,
-               losses, models, oracles, paths, recipes, samplers, schedules, targets, training)
+from . import (budgets, cache, checkpoints, coupling, data, distances, evaluation, exercises, fid, gan, grids,
+               likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, targets, training)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
@@ -35,4 +37,5 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
+    "plotting", "gan",
 ]

@@ -70,6 +70,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     value = float(value)
     if value != value:
         raise ValueError(f"{name} must be a number, got NaN")
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and value > high:

@@ -1,15 +1,20 @@
-"""A cache of trained models keyed by their full configuration (used by every chapter that trains).
+"""A cache of trained models keyed by everything that shapes them (used by every chapter that trains).
 
-A model trained in one chapter is loaded, not retrained, by later chapters::
+A model trained in one chapter is loaded, not retrained, by later chapters.  The simplest call lets the cache
+train with a :class:`~diffkit.training.Trainer`::
 
-    config = {"model": {...}, "train": {"steps": 4000, "batch_size": 128}, "data": "mnist", "loss": "cfm"}
-    model = cached_model("mnist-dit-fm", config, build=lambda: DiT(**config["model"]),
-                         train=lambda m: training.train(m, loss_fn, data, TrainConfig(**config["train"])))
+    model, info = cached_model("toy-mlp-fm", build=lambda: MLP(num_classes=8), objective=losses.objective("cfm"),
+                               data=sampler, config=TrainConfig(steps=2000))
 
-The key is the SHA-256 of ``name`` + the canonical JSON of ``config`` + diffkit's version, so any change to the
-configuration (architecture, training budget, data, loss, seed) trains a new model; the stored file carries
-its configuration, which is compared again on load, so a stale model is never used.  Files live in
-``$DIFFKIT_CACHE_DIR`` (default ``~/.cache/diffkit``) as safetensors.
+Its key covers the name, the TrainConfig, the objective (kind, path, target, options:
+:meth:`diffkit.losses.Objective.to_dict`), a fingerprint of the data (:func:`fingerprint`: the tensors' bytes, or
+a data function's first draws), the model's class and constructor arguments, and diffkit's version, so changing
+any of them trains a new model; the file is a :func:`diffkit.checkpoints.save_model` file (it also loads with
+``checkpoints.load_model``).  A custom training closure still works, ``cached_model(name, config, build,
+train)``, and then everything the closure uses must be in ``config`` — or passed as ``objective=`` and ``data=``,
+which join the key.  The stored file carries its key's content, compared again on load, so a stale model is
+never used.  Files live in ``$DIFFKIT_CACHE_DIR`` (default ``~/.cache/diffkit``) as safetensors; the folder is
+checked to be writable before any training starts.
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from . import checkpoints
+from .losses import Objective
 
-__all__ = ["cache_dir", "config_key", "cached_model", "cache_path"]
+__all__ = ["cache_dir", "config_key", "cached_model", "cache_path", "fingerprint"]
+
+#: Rows a data function is asked for when it is fingerprinted.
+FINGERPRINT_ROWS = 256
 
 
 def cache_dir() -> Path:
@@ -36,7 +46,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIFFKIT_CACHE_DIR") or Path.home() / ".cache" / "diffkit")
 
 
+def _hash_tensor(h: Any, x: Tensor) -> None:
+    x = x.detach().cpu().contiguous()
+    h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+    h.update(x.view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+
+
+def fingerprint(data: Any) -> str:
+    """A SHA-256 (hex) of training data: a tensor, an ``(x, y)`` pair (``y`` may be ``None``), or a data function
+    ``data(batch_size, generator) -> (x, y)``, fingerprinted by its first :data:`FINGERPRINT_ROWS` rows drawn
+    from a generator seeded with 0 (so it must draw from the generator it is given; checked)."""
+    h = hashlib.sha256()
+    if callable(data) and not isinstance(data, Tensor):
+        draws = [data(FINGERPRINT_ROWS, torch.Generator().manual_seed(0)) for _ in range(2)]
+        prints = [fingerprint(d if isinstance(d, tuple) else (d, None)) for d in draws]
+        if prints[0] != prints[1]:
+            raise ValueError("data: two draws with the same seed differ, so the data cannot be fingerprinted; "
+                             "draw from the generator passed in (data(batch_size, generator))")
+        h.update(b"function" + prints[0].encode())
+    elif isinstance(data, Tensor):
+        _hash_tensor(h, data)
+    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor) and \
+            (data[1] is None or isinstance(data[1], Tensor)):
+        _hash_tensor(h, data[0])
+        h.update(b"labels" if data[1] is not None else b"no labels")
+        if data[1] is not None:
+            _hash_tensor(h, data[1])
+    else:
+        raise TypeError(f"data must be a tensor, a tuple (x, y) of tensors or a data function, got "
+                        f"{type(data).__name__}")
+    return h.hexdigest()
+
+
 def _canonical(config: Any) -> Any:
+    if isinstance(config, Objective):
+        return _canonical(config.to_dict())
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return _canonical(dataclasses.asdict(config))
     if isinstance(config, dict):
@@ -45,8 +89,8 @@ def _canonical(config: Any) -> Any:
         return [_canonical(v) for v in config]
     if config is None or isinstance(config, (bool, int, float, str)):
         return config
-    raise TypeError(f"config must contain only numbers, strings, booleans, None, lists, dicts or dataclasses; "
-                    f"got a {type(config).__name__}")
+    raise TypeError(f"config must contain only numbers, strings, booleans, None, lists, dicts, dataclasses or "
+                    f"objectives; got a {type(config).__name__} (data goes in data=, its fingerprint in the key)")
 
 
 def config_key(name: str, config: Any) -> str:
@@ -62,35 +106,87 @@ def cache_path(name: str, config: Any) -> Path:
     return cache_dir() / f"{name}-{config_key(name, config)[:20]}.safetensors"
 
 
-def cached_model(name: str, config: Any, build: Callable[[], nn.Module], train: Callable[[nn.Module], nn.Module],
-                 *, refresh: bool = False, verbose: bool = True) -> nn.Module:
-    """Load the model trained with ``config`` from the cache, or ``train(build())`` it and store the result.
+def _key_content(config: Any, objective: Objective | None, data: Any, model: nn.Module | None) -> Any:
+    """What the key hashes (besides the name and diffkit's version): the configuration, and the objective, the
+    data's fingerprint and the model's class and arguments when they are known."""
+    content: dict[str, Any] = {"config": _canonical(config)}
+    if objective is not None:
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a diffkit.losses.Objective (losses.objective(...)), got "
+                            f"{type(objective).__name__}")
+        content["objective"] = objective.to_dict()
+    if data is not None:
+        content["data"] = fingerprint(data)
+    if model is not None and hasattr(model, "_config"):
+        content["model"] = checkpoints.model_record(model)
+    return content if len(content) > 1 else content["config"]  # a bare config keeps the keys it always had
 
-    ``train`` receives a freshly built model and returns the module to keep (e.g. the EMA weights).
+
+def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] | None = None,
+                 train: Callable[[nn.Module], nn.Module] | None = None, *, objective: Objective | None = None,
+                 data: Any = None, refresh: bool = False, verbose: bool = True) -> Any:
+    """Load the model trained with this configuration from the cache, or train it and store the result.
+
+    Without ``train``: ``config`` is a :class:`~diffkit.training.TrainConfig`, and ``objective`` and ``data``
+    are required; ``build`` is called after seeding with ``config.seed``, the model is trained by a
+    :class:`~diffkit.training.Trainer`, and ``(ema_model, info)`` is returned (as
+    :func:`diffkit.checkpoints.load_model`).  With ``train``: it receives ``build()`` and returns the module to
+    keep (e.g. the EMA weights), which is returned alone; ``objective`` and ``data``, when given, join the key.
     """
-    path = cache_path(name, config)
-    canonical = _canonical(config)
+    from .training import TrainConfig, Trainer, seed_everything
+
+    if build is None or not callable(build):
+        raise TypeError("build must be a function build() -> nn.Module")
+    managed = train is None
+    if managed:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a diffkit.training.TrainConfig when cached_model trains (no train=), "
+                            f"got {type(config).__name__}")
+        if objective is None or data is None:
+            raise TypeError("cached_model trains with objective= (losses.objective(...)) and data=: pass both, "
+                            "or your own train=")
+        seed_everything(config.seed)
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build must return a torch.nn.Module, got {type(model).__name__}")
+    content = _key_content(config, objective, data, model if managed else None)
+    path = cache_path(name, content)
+    checkpoints.check_writable(path, "the cache file (DIFFKIT_CACHE_DIR)")
     if path.exists() and not refresh:
         try:
             tensors, meta = checkpoints.load(path)
-            if meta.get("config") == canonical and meta.get("name") == name:
-                model = build()
-                model.load_state_dict(tensors)
+            if meta.get("key" if managed else "config") == content and meta.get("name") == name:
+                if managed:
+                    out: Any = (model.eval(), checkpoints.load_weights(path, model))
+                else:
+                    checkpoints.load_state(model, tensors, path)
+                    out = model.eval()
                 if verbose:
                     print(f"{name}: loaded from the cache ({path.name}, trained in {meta.get('seconds', '?')} s)")
-                return model.eval()
+                return out
             warnings.warn(f"{path} holds a model for another configuration: retraining", stacklevel=2)
         except (checkpoints.CheckpointError, RuntimeError) as exc:
             warnings.warn(f"{path} could not be loaded ({exc}): retraining", stacklevel=2)
     if verbose:
         print(f"{name}: not in the cache, training ...")
     t0 = time.perf_counter()
-    model = train(build())
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"train must return the trained torch.nn.Module, got {type(model).__name__}")
+    if managed:
+        trainer = Trainer(model, objective, data, config)
+        trainer.fit(progress=verbose)
+        trained = trainer.ema_model
+    else:
+        trained = train(model)
+        if not isinstance(trained, nn.Module):
+            raise TypeError(f"train must return the trained torch.nn.Module, got {type(trained).__name__}")
     seconds = round(time.perf_counter() - t0, 1)
-    checkpoints.save(path, model.state_dict(), {"name": name, "config": canonical, "seconds": seconds,
-                                                "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+    stamp = {"name": name, "seconds": seconds, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if managed:
+        checkpoints.save_model(path, trainer, extra_metadata={**stamp, "key": content})
+        trained = trained.cpu()
+        out = (trained.eval(), checkpoints.load_model(path)[1])
+    else:
+        checkpoints.save(path, trained.state_dict(), {**stamp, "config": content})
+        out = trained.eval()
     if verbose:
         print(f"{name}: trained in {seconds} s, stored as {path}")
-    return model.eval()
+    return out

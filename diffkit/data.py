@@ -30,14 +30,15 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_number, check_positive_int
-from .oracles import eight_gaussians
+from .oracles import GaussianMixture, eight_gaussians
 
 if TYPE_CHECKING:  # ``datasets`` takes most of a second to import: only load it when MNIST is asked for
     import datasets
 
 __all__ = [
     "HUB_MNIST_ID", "MNIST_SOURCES", "FALLBACK_SEED", "FALLBACK_TEST_FRACTION", "TOY_2D_NAMES", "mnist_features",
-    "load_mnist", "mnist_tensors", "scale_to_pm1", "scale_from_pm1", "load_digits8", "toy_2d",
+    "load_mnist", "mnist_tensors", "scale_to_pm1", "scale_from_pm1", "load_digits8", "toy_2d", "toy_2d_oracle",
+    "TOY_2D_CLASSES",
 ]
 
 #: The canonical MNIST data set on the Hugging Face hub (columns ``image`` as PNG, ``label`` as ClassLabel).
@@ -270,44 +271,48 @@ def load_digits8(*, seed: int = 0) -> tuple[Tensor, Tensor]:
 
 
 # --- 2-D toy sets ---------------------------------------------------------------------------------------------------
-def _moons(n: int, g: torch.Generator | None) -> Tensor:
-    r"""scikit-learn's two moons, :math:`(\cos\theta, \sin\theta)` and :math:`(1-\cos\theta, \tfrac12-\sin\theta)`,
-    with :math:`\theta \sim U[0, \pi]` and the moon chosen by a fair coin."""
+def _moons(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    r"""scikit-learn's two moons, :math:`(\cos\theta, \sin\theta)` (label 0) and
+    :math:`(1-\cos\theta, \tfrac12-\sin\theta)` (label 1), with :math:`\theta \sim U[0, \pi]` and the moon chosen by
+    a fair coin."""
     theta = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
     inner = torch.rand(n, generator=g) < 0.5
     x = torch.where(inner, 1.0 - theta.cos(), theta.cos())
     y = torch.where(inner, 0.5 - theta.sin(), theta.sin())
-    return torch.stack([x, y], -1)
+    return torch.stack([x, y], -1), inner.long()
 
 
-def _swiss_roll(n: int, g: torch.Generator | None) -> Tensor:
+def _swiss_roll(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
     r"""scikit-learn's 2-D Swiss roll :math:`(t\cos t, t\sin t)`, :math:`t = \tfrac{3\pi}{2}(1 + 2u)`,
-    :math:`u\sim U[0,1]`."""
-    t = 1.5 * math.pi * (1.0 + 2.0 * torch.rand(n, generator=g, dtype=torch.float64))
-    return torch.stack([t * t.cos(), t * t.sin()], -1)
+    :math:`u\sim U[0,1]`; the label is the half turn, :math:`\lfloor 4u \rfloor \in \{0..3\}`."""
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    t = 1.5 * math.pi * (1.0 + 2.0 * u)
+    return torch.stack([t * t.cos(), t * t.sin()], -1), (4 * u).floor().clamp(max=3).long()
 
 
-def _eight_gaussians(n: int, g: torch.Generator | None) -> Tensor:
+def _eight_gaussians(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
     r"""The centres of :func:`diffkit.oracles.eight_gaussians` on the circle of radius :math:`\sqrt2` (noise is added
-    by :func:`toy_2d`), so that the clean set has unit scale."""
-    return eight_gaussians(radius=math.sqrt(2.0), std=0.0).sample(n, generator=g)
+    by :func:`toy_2d`), so that the clean set has unit scale; the label is the centre :math:`k`."""
+    return eight_gaussians(radius=math.sqrt(2.0), std=0.0).sample(n, generator=g, return_labels=True)
 
 
-def _checkerboard(n: int, g: torch.Generator | None) -> Tensor:
+def _checkerboard(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Uniform on the 8 "black" cells of a 4x4 board on :math:`[-2, 2]^2`: cell :math:`(i, j)` (from the lower
-    left, :math:`i` along x) is black when :math:`i + j` is even."""
+    left, :math:`i` along x) is black when :math:`i + j` is even; the label is the cell, ``2 j + i // 2``."""
     cell = torch.randint(0, 8, (n,), generator=g)
     j = cell // 2
     i = 2 * (cell % 2) + j % 2
     corner = torch.stack([i, j], -1).to(torch.float64)
-    return corner + torch.rand(n, 2, generator=g, dtype=torch.float64) - 2.0
+    return corner + torch.rand(n, 2, generator=g, dtype=torch.float64) - 2.0, cell
 
 
-def _rings(n: int, g: torch.Generator | None) -> Tensor:
-    """Four concentric circles of radii 1, 2, 3, 4, a ring chosen uniformly and a uniform angle on it."""
-    radius = torch.randint(1, 5, (n,), generator=g).to(torch.float64)
+def _rings(n: int, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Four concentric circles of radii 1, 2, 3, 4, a ring chosen uniformly and a uniform angle on it; the label is
+    the ring, radius - 1."""
+    ring = torch.randint(1, 5, (n,), generator=g)
+    radius = ring.to(torch.float64)
     angle = torch.rand(n, generator=g, dtype=torch.float64) * (2 * math.pi)
-    return radius[:, None] * torch.stack([angle.cos(), angle.sin()], -1)
+    return radius[:, None] * torch.stack([angle.cos(), angle.sin()], -1), ring - 1
 
 
 # name -> (clean sampler, centre, scale, default noise).  Centre and scale are the clean distribution's exact mean and
@@ -322,10 +327,12 @@ _TOY_2D = {
 }
 #: The names :func:`toy_2d` accepts.
 TOY_2D_NAMES = tuple(_TOY_2D)
+#: How many classes each toy set's labels take (``toy_2d(..., return_labels=True)``).
+TOY_2D_CLASSES = {"moons": 2, "swiss_roll": 4, "8gaussians": 8, "checkerboard": 8, "rings": 4}
 
 
 def toy_2d(name: str, n: int, *, generator: torch.Generator | int | None = None,
-           noise: float | None = None) -> Tensor:
+           noise: float | None = None, return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     r"""``n`` i.i.d. points (float32, (n, 2)) from a 2-D toy distribution, centred and of unit scale: the clean
     set has mean 0 and each coordinate root-mean-square 1 (the same scaling of both axes, so shapes are kept);
     then Gaussian noise of standard deviation ``noise`` (in those unit-scale coordinates) is added.
@@ -334,7 +341,9 @@ def toy_2d(name: str, n: int, *, generator: torch.Generator | int | None = None,
     * ``"swiss_roll"``: scikit-learn's 2-D spiral :math:`(t\cos t, t\sin t)`, :math:`t\in[\tfrac{3\pi}2, \tfrac{9\pi}2]`
       (default noise 0.05);
     * ``"8gaussians"``: 8 Gaussians centred at radius :math:`\sqrt2`, angles :math:`k\pi/4` (default noise, i.e.
-      their standard deviation, 0.1);
+      their standard deviation, 0.1): exactly the mixture ``oracles.eight_gaussians(radius=math.sqrt(2),
+      std=noise)``, whose scores are known in closed form.  The oracle's own default (radius 4, std 0.3) is the
+      larger copy the sampler tests use; :func:`toy_2d_oracle` returns the matching oracle;
     * ``"checkerboard"``: uniform on the 8 black cells of a 4x4 board on :math:`[-\sqrt3, \sqrt3]^2` (cells of
       side :math:`\sqrt3/2`; cell :math:`(i, j)` counted from the lower left is black when :math:`i + j` is even;
       default noise 0, so every point lies in a black cell);
@@ -342,7 +351,11 @@ def toy_2d(name: str, n: int, *, generator: torch.Generator | int | None = None,
       (default noise 0.02).
 
     ``generator`` is a CPU ``torch.Generator``, an int seed, or ``None`` for torch's global generator; the same
-    seed gives the same points.
+    seed gives the same points.  With ``return_labels=True`` it returns ``(x, y)``, ``y`` the int64 class of each point
+    (:data:`TOY_2D_CLASSES`: which moon, half turn of the roll, Gaussian, board cell or ring), ready for a
+    class-conditional model and the :class:`~diffkit.training.Trainer`::
+
+        data = lambda n, g: toy_2d("moons", n, generator=g, return_labels=True)
     """
     check_choice("name", name, TOY_2D_NAMES)
     check_positive_int("n", n)
@@ -352,7 +365,18 @@ def toy_2d(name: str, n: int, *, generator: torch.Generator | int | None = None,
         generator = torch.Generator().manual_seed(generator)
     elif generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-    x = (sample(n, generator).to(torch.float64) - torch.tensor(centre, dtype=torch.float64)) / scale
+    if not isinstance(return_labels, bool):
+        raise TypeError(f"return_labels must be True or False, got {type(return_labels).__name__}")
+    clean, labels = sample(n, generator)
+    x = (clean.to(torch.float64) - torch.tensor(centre, dtype=torch.float64)) / scale
     if noise > 0:
         x = x + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return x.to(torch.float32)
+    return (x.to(torch.float32), labels.long()) if return_labels else x.to(torch.float32)
+
+
+def toy_2d_oracle(name: str, noise: float | None = None) -> GaussianMixture:
+    """The exact :class:`~diffkit.oracles.GaussianMixture` that ``toy_2d(name, ..., noise=noise)`` samples from (only
+    ``"8gaussians"`` is a Gaussian mixture), labelled like ``toy_2d(..., return_labels=True)``."""
+    check_choice("name", name, ("8gaussians",))
+    noise = _TOY_2D[name][3] if noise is None else check_number("noise", noise, low=0.0)
+    return eight_gaussians(radius=math.sqrt(2.0), std=noise)

@@ -5,19 +5,23 @@ r"""Distances between two sets of low-dimensional samples (chapters 3–8 and 13
 * :func:`sliced_wasserstein` — :math:`\big(\mathbb E_\theta W_2^2(\theta^\top P, \theta^\top Q)\big)^{1/2}` over random
   directions on the sphere (Bonneel et al., 2015); needs equally many samples on both sides;
 * :func:`energy_distance` — :math:`2\mathbb E\lVert X-Y\rVert - \mathbb E\lVert X-X'\rVert - \mathbb E\lVert Y-Y'\rVert`
-  (Székely & Rizzo), unbiased.
+  (Székely & Rizzo), unbiased;
+* :func:`with_noise_floor` — a distance beside its noise floor: the same distance between two fresh sets of true
+  samples, the value a perfect model would score with that many samples.  The unbiased MMD and energy distance
+  are differences of averages, so both the floor and a good model's score can be slightly negative.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ._checks import check_finite, check_positive_int, check_tensor
 
-__all__ = ["mmd", "sliced_wasserstein", "energy_distance"]
+__all__ = ["mmd", "sliced_wasserstein", "energy_distance", "with_noise_floor", "DistanceWithFloor"]
 
 
 def _pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -71,3 +75,49 @@ def energy_distance(x: Tensor, y: Tensor) -> Tensor:
     r"""Squared energy distance (unbiased U-statistic), 0 iff the distributions agree."""
     x, y = _pair(x, y)
     return 2 * torch.cdist(x, y).mean() - _off_diagonal_mean(torch.cdist(x, x)) - _off_diagonal_mean(torch.cdist(y, y))
+
+
+@dataclass(frozen=True)
+class DistanceWithFloor:
+    """``distance`` between the model's samples and ``n`` true samples, and ``floor``, the same metric between two
+    fresh sets of ``n`` true samples: a model is as good as this metric can tell when ``distance`` is near
+    ``floor``."""
+
+    metric: str
+    distance: float
+    floor: float
+    n: int
+
+    def __str__(self) -> str:
+        return (f"{self.metric} {self.distance:.4g} (noise floor {self.floor:.4g}: two sets of {self.n} true samples; "
+                f"can be negative)")
+
+
+def with_noise_floor(metric: Callable[[Tensor, Tensor], Tensor], samples: Tensor,
+                     sample_true: Callable[[int, torch.Generator], Tensor], n: int | None = None, *,
+                     seed: int = 0) -> DistanceWithFloor:
+    """``metric(samples[:n], true)`` beside ``metric(true', true'')``, where ``true``, ``true'`` and ``true''`` are
+    three independent draws of ``n`` samples (default: ``len(samples)``) from ``sample_true(n, generator)``
+    (generators seeded ``seed``, ``seed + 1``, ``seed + 2``; a pair ``(x, y)`` is read as ``x``).  ``metric`` is one
+    of the functions above or any ``metric(x, y) -> scalar``."""
+    if not callable(metric):
+        raise TypeError(f"metric must be a function metric(x, y), e.g. distances.mmd, got {type(metric).__name__}")
+    if not callable(sample_true):
+        raise TypeError(f"sample_true must be a function sample_true(n, generator) -> (n, D) tensor, got "
+                        f"{type(sample_true).__name__}")
+    check_tensor("samples", samples, ndim=2)
+    n = samples.shape[0] if n is None else check_positive_int("n", n, minimum=2)
+    if n > samples.shape[0]:
+        raise ValueError(f"n must be at most the number of samples ({samples.shape[0]}), got {n}")
+
+    def draw(k: int) -> Tensor:
+        out = sample_true(n, torch.Generator().manual_seed(seed + k))
+        out = out[0] if isinstance(out, tuple) else out
+        check_tensor("sample_true(n, generator)", out, ndim=2)
+        if out.shape != (n, samples.shape[1]):
+            raise ValueError(f"sample_true(n, generator) must return ({n}, {samples.shape[1]}), got {tuple(out.shape)}")
+        return out
+
+    truth, a, b = draw(0), draw(1), draw(2)
+    name = getattr(metric, "__name__", type(metric).__name__)
+    return DistanceWithFloor(name, float(metric(samples[:n], truth)), float(metric(a, b)), n)

@@ -6,14 +6,20 @@
     exercises.check("forward_sample", forward_sample)
 
 A checker runs the function on several cases with known answers and says *what* is wrong — a missing square
-root, swapped coefficients, a sign, a wrong shape — not just pass/fail.  It never raises for a wrong answer
-(the notebook keeps running); an unfinished exercise (``raise NotImplementedError``) is reported as such.
-:func:`solution` shows the reference solution, which passes its own checker (tested).
+root, swapped coefficients, a sign, a wrong shape, arguments taken in another order or in the wrong number —
+not just pass/fail.  It never raises for a wrong answer (the notebook keeps running); an unfinished exercise
+(``raise NotImplementedError``) is reported as such.
+
+The steps, from the prompt to the answer: :func:`list` (every exercise, by chapter), :func:`show` (the prompt
+and the signature to write), :func:`check`, :func:`hint` (a nudge, not the answer), and last :func:`solution`
+(the reference solution, which passes its own checker: tested).
 """
 
 from __future__ import annotations
 
+import builtins
 import inspect
+import itertools
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ from torch import Tensor
 
 from ._checks import check_choice
 
-__all__ = ["check", "solution", "EXERCISES", "Result", "Exercise"]
+__all__ = ["check", "solution", "hint", "show", "list", "signature", "EXERCISES", "Result", "Exercise"]
 
 
 @dataclass
@@ -49,6 +55,12 @@ class Exercise:
     prompt: str
     solution: Callable
     diagnose: Callable[[Callable], list[str]]  # returns problems found (empty list = correct)
+    hint: str = ""
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The argument names of the function to write, in order (those of the reference solution)."""
+        return tuple(inspect.signature(self.solution).parameters)
 
 
 def _close(a: object, b: Tensor, tol: float = 1e-6) -> bool:
@@ -183,40 +195,233 @@ def _diagnose_gaussian_kl(fn: Callable) -> list[str]:
     return problems
 
 
+def _optimal_discriminator_logit(log_p_data: Tensor, log_p_g: Tensor) -> Tensor:
+    return log_p_data - log_p_g
+
+
+def _diagnose_optimal_discriminator_logit(fn: Callable) -> list[str]:
+    g = torch.Generator().manual_seed(5)
+    def log_density() -> Tensor:
+        return -3 * torch.rand(6, generator=g, dtype=torch.float64)
+
+    cases = [(log_density(), log_density()) for _ in range(4)]
+    problems = _compare(fn, _optimal_discriminator_logit, cases, {
+        "the sign is flipped: that is the logit of 1 - D*, the probability that x is fake":
+            lambda lp, lq: lq - lp,
+        "that is D* itself, a probability: its logit is log(D* / (1 - D*))":
+            lambda lp, lq: torch.sigmoid(lp - lq),
+        "that is log D*, not the logit log(D* / (1 - D*)): the p_data + p_g in the denominator cancels":
+            lambda lp, lq: lp - torch.logaddexp(lp, lq),
+        "the inputs are already log densities: subtract them, do not take their log again":
+            lambda lp, lq: torch.log(lp.abs()) - torch.log(lq.abs()),
+    })
+    if not problems:  # densities far in the tails: exp(-800) is 0 in float64, the difference of logs is not
+        lp, lq = torch.tensor([-800.0, -1.0], dtype=torch.float64), torch.tensor([-805.0, -1.0], dtype=torch.float64)
+        if not _close(fn(lp, lq), torch.tensor([5.0, 0.0], dtype=torch.float64)):
+            problems.append("far in the tails (log densities near -800) exp underflows to 0: stay in log space")
+    return problems
+
+
+def _bilinear_cases(seed: int) -> list[tuple[Tensor, Tensor, float]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64), lr)
+            for lr in (0.1, 0.3, 0.7)]
+
+
+def _diagnose_pair(fn: Callable, want: Callable, cases: list[tuple], wrong: dict[str, Callable]) -> list[str]:
+    """Like :func:`_compare`, for a function returning a pair ``(x, y)`` of tensors."""
+    for args in cases:
+        got = fn(*args)
+        if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(v, Tensor) for v in got)):
+            return ["return a pair (x_new, y_new) of tensors"]
+        target = want(*args)
+        if any(a.shape != b.shape for a, b in zip(got, target)):
+            return [f"x_new and y_new should have the shape of x and y, {tuple(args[0].shape)}"]
+        if not all(_close(a, b) for a, b in zip(got, target)):
+            for message, mistake in wrong.items():
+                if all(_close(a, b) for a, b in zip(got, mistake(*args))):
+                    return [message]
+            err = max((a.double() - b.double()).abs().max().item() for a, b in zip(got, target))
+            return [f"the values are off (largest error {err:.3g}) on inputs where the answer is known"]
+    return []
+
+
+def _alternating_step(x: Tensor, y: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+    x_new = x - lr * y  # x descends on f = x y: df/dx = y
+    y_new = y + lr * x_new  # y ascends (df/dy = x), at the x it now faces
+    return x_new, y_new
+
+
+def _diagnose_alternating_step(fn: Callable) -> list[str]:
+    return _diagnose_pair(fn, _alternating_step, _bilinear_cases(6), {
+        "that is the simultaneous step: y must respond to the updated x (y + lr * x_new)":
+            lambda x, y, lr: (x - lr * y, y + lr * x),
+        "x minimises f = x y and y maximises it: x steps down its gradient y, y up its gradient x":
+            lambda x, y, lr: (x + lr * y, y - lr * (x + lr * y)),
+        "the players are swapped: x descends along df/dx = y, not along x":
+            lambda x, y, lr: (x - lr * x, y + lr * (x - lr * x)),
+        "y ascends along df/dy = x (the updated x), not along y":
+            lambda x, y, lr: (x - lr * y, y + lr * y),
+    })
+
+
+def _extragradient_step(x: Tensor, y: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+    x_look, y_look = x - lr * y, y + lr * x  # a simultaneous step to look ahead
+    return x - lr * y_look, y + lr * x_look  # step from (x, y) with the gradients found there
+
+
+def _diagnose_extragradient_step(fn: Callable) -> list[str]:
+    return _diagnose_pair(fn, _extragradient_step, _bilinear_cases(7), {
+        "that is one plain simultaneous step: look ahead first, then step with the gradients at the look-ahead point":
+            lambda x, y, lr: (x - lr * y, y + lr * x),
+        "the second step must start from (x, y), not from the look-ahead point; only its gradients come from there":
+            lambda x, y, lr: (x - lr * y - lr * (y + lr * x), y + lr * x + lr * (x - lr * y)),
+        "that is the alternating step; extragradient looks ahead with a simultaneous step and steps again from (x, y)":
+            lambda x, y, lr: (x - lr * y, y + lr * (x - lr * y)),
+        "x minimises f = x y and y maximises it: x steps down its gradient, y up its gradient":
+            lambda x, y, lr: (x + lr * (y - lr * x), y - lr * (x + lr * y)),
+    })
+
+
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
     Exercise("to_diffkit_time", 0, "convert a time t_fm and velocity u_fm from the flow-matching convention "
              "(t = 0 noise, t = 1 data) to diffkit's (t = 0 data, t = 1 noise)", _to_diffkit_time,
-             _diagnose_to_diffkit_time),
+             _diagnose_to_diffkit_time, "the two clocks run in opposite directions: t = 1 - t_fm; and a velocity "
+             "is a derivative with respect to time, so it changes sign with it"),
+    Exercise("optimal_discriminator_logit", 1, "the logit log(D*/(1 - D*)) of the optimal discriminator, from "
+             "the log densities log_p_data and log_p_g (B,) at the same points", _optimal_discriminator_logit,
+             _diagnose_optimal_discriminator_logit,
+             "write D* = p_data / (p_data + p_g) and 1 - D*, divide, and take the log: the sum cancels"),
+    Exercise("alternating_step", 1, "one alternating gradient step on min_x max_y x*y: x first, then y against the "
+             "new x; x, y tensors (B,), lr a number; return (x_new, y_new)", _alternating_step,
+             _diagnose_alternating_step,
+             "df/dx = y and df/dy = x; the minimising player subtracts lr times its gradient, the maximising one "
+             "adds it, and the second player sees the first one's new value"),
+    Exercise("extragradient_step", 1, "one extragradient step on min_x max_y x*y: a simultaneous look-ahead step, "
+             "then a step from (x, y) with the gradients at the look-ahead point; return (x_new, y_new)",
+             _extragradient_step, _diagnose_extragradient_step,
+             "two simultaneous steps, both starting at (x, y): the first gives the point (x_half, y_half), "
+             "the second uses df/dx = y_half and df/dy = x_half"),
     Exercise("forward_sample", 2, "x_t = sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps, for tensors x0, eps "
-             "(B, D) and alpha_bar (B, 1)", _forward_sample, _diagnose_forward_sample),
+             "(B, D) and alpha_bar (B, 1)", _forward_sample, _diagnose_forward_sample,
+             "alpha_bar is the variance kept from x0, 1 - alpha_bar the variance of the noise: the coefficients "
+             "are their square roots (torch.sqrt or .sqrt())"),
     Exercise("gaussian_kl", 3, "KL(N(mu1, diag var1) || N(mu2, diag var2)) per row, for (B, D) inputs",
-             _gaussian_kl, _diagnose_gaussian_kl),
+             _gaussian_kl, _diagnose_gaussian_kl,
+             "per dimension, KL = 1/2 [log(var2/var1) + (var1 + (mu1 - mu2)^2)/var2 - 1]; then sum over the last "
+             "dimension"),
     Exercise("v_to_eps", 4, "eps from a v-prediction on a variance-preserving path: inputs v, x_t (B, D) and alpha "
-             "(B, 1), with sigma = sqrt(1 - alpha^2)", _v_to_eps, _diagnose_v_to_eps),
+             "(B, 1), with sigma = sqrt(1 - alpha^2)", _v_to_eps, _diagnose_v_to_eps,
+             "write v = alpha * eps - sigma * x0 and x_t = alpha * x0 + sigma * eps, and eliminate x0"),
     Exercise("rectified_flow_target", 7, "the regression target of rectified flow for x_t = (1 - t) x0 + t eps",
-             _rectified_flow_target, _diagnose_rectified_flow_target),
+             _rectified_flow_target, _diagnose_rectified_flow_target,
+             "differentiate x_t = (1 - t) x0 + t eps with respect to t: what is left does not depend on t"),
 ]}
+
+
+def _exercise(name: str) -> Exercise:
+    check_choice("name", name, EXERCISES)
+    return EXERCISES[name]
+
+
+def signature(name: str) -> str:
+    """The signature to write for exercise ``name``, e.g. ``"forward_sample(x0, eps, alpha_bar)"``."""
+    return f"{name}({', '.join(_exercise(name).parameters)})"
+
+
+def _argument_problems(exercise: Exercise, fn: Callable) -> list[str]:
+    """Feedback on the number and order of the reader's arguments, read from ``fn``'s signature."""
+    want = exercise.parameters
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # not inspectable: the checker will tell by running it
+        return []
+    try:
+        inspect.signature(fn).bind(*want)
+    except TypeError:
+        got = ", ".join(params)
+        return [f"your function takes ({got}) but is called with {len(want)} argument(s): {exercise.name}"
+                f"({', '.join(want)})"]
+    names = tuple(p.name for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    if sorted(names[:len(want)]) == sorted(want) and names[:len(want)] != want:
+        return [f"the arguments come in the order ({', '.join(want)}), your function takes "
+                f"({', '.join(names[:len(want)])}): the checker passes them by position"]
+    return []
+
+
+_GENERIC = ("the values are off", "the result contains NaN", "the result should have shape", "your function raised")
+
+
+def _order_problem(exercise: Exercise, fn: Callable) -> list[str]:
+    """If ``fn`` is right once its arguments are permuted, say which order it expects."""
+    want = exercise.parameters
+    if not 2 <= len(want) <= 4:
+        return []
+    for perm in itertools.permutations(range(len(want))):
+        if perm == tuple(range(len(want))):
+            continue
+        try:
+            if not exercise.diagnose(lambda *args, perm=perm: fn(*[args[i] for i in perm])):
+                order = ", ".join(want[i] for i in perm)
+                return [f"your function is right for the arguments in the order ({order}), but it is called as "
+                        f"{exercise.name}({', '.join(want)})"]
+        except Exception:  # noqa: BLE001  (a permutation that crashes is just not the one)
+            continue
+    return []
 
 
 def check(name: str, fn: Callable, *, verbose: bool = True) -> Result:
     """Check the reader's ``fn`` for exercise ``name``; print and return the :class:`Result`."""
-    check_choice("name", name, EXERCISES)
+    exercise = _exercise(name)
     if not callable(fn):
         raise TypeError(f"fn must be the function you wrote, got {type(fn).__name__}")
-    try:
-        problems = EXERCISES[name].diagnose(fn)
-    except NotImplementedError:
-        problems = ["not implemented yet: replace `raise NotImplementedError` with your code"]
-    except Exception as exc:  # the reader's code crashed: say where, keep the notebook running
-        problems = [f"your function raised {type(exc).__name__}: {exc}"]
+    problems = _argument_problems(exercise, fn)
+    if not problems:
+        try:
+            problems = exercise.diagnose(fn)
+        except NotImplementedError:
+            problems = ["not implemented yet: replace `raise NotImplementedError` with your code"]
+        except Exception as exc:  # the reader's code crashed: say where, keep the notebook running
+            problems = [f"your function raised {type(exc).__name__}: {exc}"]
+        if problems and problems[0].startswith(_GENERIC):  # no known mistake recognised: arguments misread?
+            problems = _order_problem(exercise, fn) or problems
+    if problems and exercise.hint and not problems[0].startswith("not implemented"):
+        problems = [*problems, f"stuck? exercises.hint({name!r}), then exercises.solution({name!r})"]
     result = Result(name, not problems, problems or ["matches the reference on every test case"])
     if verbose:
         print(result)
     return result
 
 
+def hint(name: str, *, verbose: bool = True) -> str:
+    """A hint for exercise ``name``: the step before :func:`solution`."""
+    text = _exercise(name).hint
+    if verbose:
+        print(f"hint for '{name}': {text}\n(the full answer: exercises.solution({name!r}))")
+    return text
+
+
+def show(name: str, *, verbose: bool = True) -> str:
+    """Print (and return) the prompt of exercise ``name`` and the signature of the function to write."""
+    exercise = _exercise(name)
+    text = (f"exercise '{name}' (chapter {exercise.chapter}): {exercise.prompt}\n"
+            f"write:  def {signature(name)}:\n"
+            f"check:  exercises.check({name!r}, {name})   stuck? exercises.hint({name!r})")
+    if verbose:
+        print(text)
+    return text
+
+
+def list(chapter: int | None = None, *, verbose: bool = True) -> builtins.list[str]:  # noqa: A001  (exercises.list())
+    """The names of the exercises (of ``chapter`` only, if given), printed with their chapter and signature."""
+    names = [n for n, e in EXERCISES.items() if chapter is None or e.chapter == chapter]
+    if verbose:
+        for n in names:
+            print(f"chapter {EXERCISES[n].chapter:2d}  {signature(n)}")
+    return names
+
+
 def solution(name: str) -> str:
-    """The source code of the reference solution of exercise ``name``."""
-    check_choice("name", name, EXERCISES)
-    src = inspect.getsource(EXERCISES[name].solution)
+    """The source code of the reference solution of exercise ``name`` (try :func:`hint` first)."""
+    src = inspect.getsource(_exercise(name).solution)
     return textwrap.dedent(src).replace(f"def _{name}(", f"def {name}(", 1)

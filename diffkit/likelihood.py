@@ -9,7 +9,17 @@ to the noise end (:math:`t = 1`):
 with :math:`p_1 = \mathcal N(0, \sigma_1^2 I)` (exact when :math:`\alpha_1 = 0`).  The divergence is exact (one
 backward pass per dimension, for 2-D data) or Hutchinson's unbiased estimate
 :math:`\mathbb E_z[z^\top (\partial u/\partial x)\, z]` with Rademacher :math:`z` (for images).
-``bits_per_dim`` converts to bits per dimension, including the change of scale from 8-bit pixels to [-1, 1].
+
+**Bits per dimension of discrete data** (pixels) need a bound, not a density: a density evaluated at the
+pixel values themselves bounds nothing (it grows without limit as the model concentrates on the levels).
+:func:`dequantized_bits_per_dim` follows Song et al. (2021) and Ho et al. (2020): with :math:`L` levels
+:math:`k \in \{0..L-1\}^D` and uniform noise :math:`u \in [0, 1)^D`, :math:`y = (k + u)/L` has the density
+:math:`p_Y`, and Jensen's inequality gives the upper bound on the discrete negative log-likelihood
+
+.. math:: -\log_2 P(k) \;\le\; \mathbb E_u\big[-\log_2 p_Y\big((k + u)/L\big)\big] + D\log_2 L ,
+
+where :math:`p_Y` is the model's density on its own scale, :math:`z = \text{low} + (\text{high} - \text{low})\,y`,
+times :math:`(\text{high} - \text{low})^D` (the log-determinant of the scaling).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from ._checks import check_choice, check_number, check_positive_int, check_tenso
 from .paths import GaussianPath, check_path
 from .samplers import Denoiser
 
-__all__ = ["log_likelihood", "bits_per_dim", "divergence"]
+__all__ = ["log_likelihood", "log_time_grid", "bits_per_dim", "dequantized_bits_per_dim", "divergence"]
 
 
 def divergence(f: Callable[[Tensor], Tensor], x: Tensor, method: str = "exact",
@@ -49,13 +59,25 @@ def divergence(f: Callable[[Tensor], Tensor], x: Tensor, method: str = "exact",
     return out.detach(), div.detach()
 
 
+def log_time_grid(n_steps: int, t0: float, c: float = 0.02) -> Tensor:
+    r"""``n_steps + 1`` times from ``t0`` to 1, uniform in :math:`\log(t + c)`: geometric (fine) near the data, where
+    the field changes fastest, and nearly uniform towards the noise end (float64)."""
+    u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
+    ts = (t0 + c) * ((1 + c) / (t0 + c)) ** u - c
+    ts[0], ts[-1] = t0, 1.0
+    return ts
+
+
 def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, *, target: str = "eps",
                    y: Tensor | None = None, n_steps: int = 100, t0: float = 1e-3, method: str = "exact",
                    n_probes: int = 1, generator: torch.Generator | None = None) -> Tensor:
     r""":math:`\log p_{t_0}(x)` in nats per sample, by Heun's method on the probability-flow ODE from ``t0`` to 1.
 
     ``t0 > 0`` avoids the singular field at :math:`t = 0`; the result is the density of
-    :math:`x_{t_0} = \alpha_{t_0}x_0 + \sigma_{t_0}\varepsilon`, a slightly smoothed data distribution.
+    :math:`x_{t_0} = \alpha_{t_0}x_0 + \sigma_{t_0}\varepsilon`, a slightly smoothed data distribution.  The steps are
+    uniform in :math:`\log(t + c)` (see :func:`log_time_grid`): the field changes fastest near the data, and on a
+    uniform grid 100 steps leave errors of up to 0.9 nats in 2-D on sharp-edged data (the uniform box of
+    :class:`diffkit.oracles.UniformBox`), against 0.014 nats on this grid.
     """
     check_tensor("x", x, min_ndim=2)
     check_path(path)
@@ -64,7 +86,7 @@ def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, 
     check_positive_int("n_probes", n_probes)
     den = Denoiser(model, path, target, y)
     field = lambda t: (lambda z: den.velocity(z, t))  # noqa: E731
-    ts = torch.linspace(t0, 1.0, n_steps + 1, dtype=torch.float64).tolist()
+    ts = log_time_grid(n_steps, t0).tolist()
     delta = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for t, s in zip(ts[:-1], ts[1:]):
         h = s - t
@@ -80,13 +102,51 @@ def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, 
     return log_p1 + delta
 
 
-def bits_per_dim(log_p: Tensor, dim: int, *, pixel_levels: int | None = 256) -> Tensor:
-    r"""Negative log-likelihood in bits per dimension.  With ``pixel_levels = L`` the data are pixels scaled from
-    :math:`\{0..L-1\}` to [-1, 1] (bin width :math:`2/(L-1)`): :math:`\text{bpd} = -\log_2 p / D + \log_2\frac{L-1}{2}`
-    (7 bits for 8-bit images); ``None`` gives plain :math:`-\log_2 p / D` for continuous data."""
+def bits_per_dim(log_p: Tensor, dim: int) -> Tensor:
+    r"""Negative log-density in bits per dimension, :math:`-\log_2 p / D`, for continuous data.  For pixels use
+    :func:`dequantized_bits_per_dim`, which returns a true bound on the discrete negative log-likelihood."""
     check_positive_int("dim", dim)
-    bpd = -log_p / (dim * math.log(2))
-    if pixel_levels is not None:
-        check_positive_int("pixel_levels", pixel_levels, minimum=2)
-        bpd = bpd + math.log2((pixel_levels - 1) / 2)
-    return bpd
+    check_tensor("log_p", log_p)
+    return -log_p / (dim * math.log(2))
+
+
+def dequantized_bits_per_dim(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, *, levels: int = 256,
+                             data_range: tuple[float, float] = (-1.0, 1.0), n_dequant: int = 1,
+                             target: str = "eps", y: Tensor | None = None, n_steps: int = 100, t0: float = 1e-3,
+                             method: str = "exact", n_probes: int = 1,
+                             generator: torch.Generator | None = None) -> Tensor:
+    r"""An upper bound on :math:`-\log_2 P(x)/D` for quantized data, per sample (B,), by uniform dequantization
+    (see the module docstring; Song et al., 2021, appendix).
+
+    ``x`` holds the ``levels`` values :math:`\text{low} + k(\text{high} - \text{low})/(L - 1)` on the model's scale
+    (``data_range = (low, high)``; 8-bit images scaled to [-1, 1] are the default).  Each sample is dequantized
+    ``n_dequant`` times, :math:`z = \text{low} + (\text{high} - \text{low})(k + u)/L`, its log-density computed
+    with :func:`log_likelihood` (same options), and the bound averaged over the draws.  The mean over a data set
+    is :math:`\ge` the data's entropy per dimension (in bits), up to Monte-Carlo and ODE-solver error.
+    """
+    check_tensor("x", x, min_ndim=2)
+    check_positive_int("levels", levels, minimum=2)
+    check_positive_int("n_dequant", n_dequant)
+    if not (isinstance(data_range, (tuple, list)) and len(data_range) == 2):
+        raise ValueError(f"data_range must be a pair (low, high), got {data_range!r}")
+    low = check_number("data_range[0]", data_range[0])
+    high = check_number("data_range[1]", data_range[1])
+    if not high > low:
+        raise ValueError(f"data_range must have high > low, got {data_range!r}")
+    k = (x.double() - low) / (high - low) * (levels - 1)
+    if not torch.isfinite(k).all() or (k - k.round()).abs().max() > 1e-3 or k.min() < -1e-3 \
+            or k.max() > levels - 1 + 1e-3:
+        raise ValueError(f"x must hold quantized data: the {levels} levels low + k (high - low) / {levels - 1} of "
+                         f"data_range={tuple(data_range)} (dequantize the raw pixels, not noisy or rescaled values)")
+    k = k.round()
+    D = x[0].numel()
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for _ in range(n_dequant):
+        u = torch.rand(x.shape, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else x.device).to(x.device)
+        z = (low + (high - low) * (k + u) / levels).to(x.dtype)
+        log_pz = log_likelihood(model, z, path, target=target, y=y, n_steps=n_steps, t0=t0, method=method,
+                                n_probes=n_probes, generator=generator)
+        log_py = log_pz + D * math.log(high - low)  # density of y = (k + u) / L on [0, 1)^D
+        total = total + (-log_py / (D * math.log(2)) + math.log2(levels))
+    return total / n_dequant

@@ -21,22 +21,33 @@ model output on the matching target (:mod:`diffkit.targets`):
 (``"min_snr"``, Hang et al., 2023), evaluated on the model's own target by the exact change of scale
 :math:`\lVert\Delta\,\text{target}\rVert^2 = k_\text{target}(t)\,\lVert\Delta x_0\rVert^2`.  ``weighting=None`` is the
 plain MSE on the model's own target.
+
+**Objectives** (what :class:`~diffkit.training.Trainer` trains on): :func:`objective` binds one of these losses to
+its path, target and options, e.g. ``losses.objective("ddpm", path=DiscretePath.from_schedule("linear", 1000),
+target="v")``.  The :class:`Objective` it returns is the Trainer's ``loss_fn(model, x0, y, generator)`` and
+records what the model learns to predict, so that :func:`diffkit.checkpoints.save_model` and
+:mod:`diffkit.cache` can store it next to the weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_choice, check_number, check_tensor, randn_like
+from ._checks import as_time, check_choice, check_finite, check_number, check_tensor, randn_like
 from .coupling import ot_pair
+from . import paths as _paths
 from .paths import GaussianPath, LinearPath, check_path
 from .targets import TARGETS, from_x0_eps, to_x0_eps
 
 __all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "denoising_mse", "sample_t", "target_scale",
-           "loss_weight", "WEIGHTINGS", "T_DISTRIBUTIONS"]
+           "loss_weight", "WEIGHTINGS", "T_DISTRIBUTIONS", "Objective", "objective", "OBJECTIVES",
+           "path_to_dict", "path_from_dict"]
 
 WEIGHTINGS = (None, "snr", "truncated_snr", "min_snr")
 T_DISTRIBUTIONS = ("uniform", "logit_normal")
@@ -109,7 +120,7 @@ def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str 
     Returns the mean over the batch (or the per-sample losses with ``reduce=False``); the squared error is
     summed over all non-batch dimensions and divided by their number.
     """
-    check_tensor("x0", x0, min_ndim=2)
+    check_finite("x0", check_tensor("x0", x0, min_ndim=2))
     check_path(path)
     check_choice("target", target, TARGETS)
     check_choice("coupling", coupling, (None, "ot"))
@@ -199,3 +210,142 @@ def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | lis
         x0_hat, _ = to_x0_eps(_predict(model, x_t, t_b, y), target, x_t, t_b, path)
         out.append(((x0_hat - x0) ** 2).double().mean())
     return torch.stack(out).cpu()
+
+
+# --- objectives: a loss bound to its path, target and options (the Trainer's loss_fn) ---------------------------
+#: The kinds :func:`objective` knows: the loss function, the targets it can train and the options it takes.
+OBJECTIVES: dict[str, tuple[Callable[..., Tensor], tuple[str, ...], tuple[str, ...]]] = {
+    "diffusion": (diffusion_loss, TARGETS, ("weighting", "gamma", "t_dist", "coupling")),
+    "ddpm": (ddpm_loss, ("eps", "x0", "v"), ("weighting", "gamma", "t_dist", "coupling")),
+    "dsm": (dsm_loss, ("score",), ("t_dist", "coupling")),
+    "cfm": (cfm_loss, ("velocity",), ("t_dist", "coupling")),
+}
+_SIGNATURE = "loss_fn(model, x0, y, generator) -> scalar tensor"
+
+
+def path_to_dict(path: GaussianPath) -> dict[str, Any]:
+    """A JSON description of a diffkit path that :func:`path_from_dict` turns back into an equal path (a
+    :class:`~diffkit.paths.DiscretePath` stores its betas).  Used by the cache key and by saved models."""
+    check_path(path)
+    name = type(path).__name__
+    if isinstance(path, _paths.DiscretePath):
+        return {"class": name, "betas": path.betas.tolist()}
+    params = {k: v for k, v in vars(path).items() if not k.startswith("_")}
+    if getattr(_paths, name, None) is not type(path) or not all(isinstance(v, (int, float)) for v in params.values()):
+        raise TypeError(f"path must be one of diffkit's paths (VPPath, LinearPath, DiscretePath, ...) to be recorded, "
+                        f"got {type(path).__module__}.{name}")
+    return {"class": name, **params}
+
+
+def path_from_dict(description: Mapping[str, Any]) -> GaussianPath:
+    """Inverse of :func:`path_to_dict`."""
+    params = dict(description)
+    cls = getattr(_paths, str(params.pop("class", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, GaussianPath)):
+        raise ValueError(f"description must name a diffkit path class, got {description!r}")
+    if cls is _paths.DiscretePath:
+        return cls(torch.tensor(params["betas"], dtype=torch.float64))
+    return cls(**params)
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    r"""A diffkit loss bound to its path, target and options; build it with :func:`objective`.
+
+    Calling it is the :class:`~diffkit.training.Trainer`'s ``loss_fn(model, x0, y, generator)``.  ``target`` is
+    what the model learns to predict (``"eps"``, ``"x0"``, ``"v"``, ``"score"`` or ``"velocity"``): the samplers
+    need it, and :func:`diffkit.checkpoints.save_model` stores it with ``path``.  :meth:`to_dict` is the JSON
+    record used in cache keys and saved models; :meth:`from_dict` rebuilds the objective from it.
+    """
+
+    kind: str
+    path: GaussianPath
+    target: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, model: Model, x0: Tensor, y: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        if self.kind == "cfm":
+            return cfm_loss(model, x0, path=self.path, y=y, generator=generator, **self.options)
+        if self.kind == "dsm":
+            return dsm_loss(model, x0, self.path, y=y, generator=generator, **self.options)
+        loss = OBJECTIVES[self.kind][0]
+        return loss(model, x0, self.path, target=self.target, y=y, generator=generator, **self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": path_to_dict(self.path), "target": self.target,
+                "options": dict(sorted(self.options.items()))}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Objective:
+        return objective(record["kind"], path=path_from_dict(record["path"]), target=record["target"],
+                         **record.get("options", {}))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Objective) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"objective({self.kind!r}, path={self.path!r}, target={self.target!r}{opts})"
+
+
+def objective(kind: str | Callable[..., Tensor] | Objective, *, path: GaussianPath | None = None,
+              target: str | None = None, sigma_min: float | None = None, **options: Any) -> Objective:
+    r"""The training objective for :class:`~diffkit.training.Trainer`: one of diffkit's losses with its path,
+    target and options fixed (the adapter from ``ddpm_loss(model, x0, path, ...)`` to
+    ``loss_fn(model, x0, y, generator)``).
+
+    ``kind`` is ``"ddpm"``, ``"dsm"``, ``"cfm"``, ``"diffusion"`` or the loss function itself
+    (``losses.cfm_loss``).  ``path`` is required except for ``"cfm"`` (default ``LinearPath(sigma_min)``);
+    ``target`` defaults to ``"eps"`` for ``"ddpm"``/``"diffusion"`` and is fixed for ``"dsm"`` (score) and
+    ``"cfm"`` (velocity).  ``options`` are the loss's keyword arguments: ``weighting``, ``gamma``, ``t_dist``,
+    ``coupling`` (``"dsm"``/``"cfm"``: ``t_dist`` and ``coupling`` only).  Examples::
+
+        losses.objective("cfm", t_dist="logit_normal")           # rectified flow, chapter 7
+        losses.objective("ddpm", path=DiscretePath.from_schedule("linear", 1000), target="v")   # chapter 4
+    """
+    if isinstance(kind, Objective):
+        if path is None and target is None and sigma_min is None and not options:
+            return kind
+        return objective(kind.kind, path=path or kind.path, target=target or kind.target,
+                         **{**kind.options, **options})
+    if callable(kind) and not isinstance(kind, str):
+        names = {fn: name for name, (fn, _, _) in OBJECTIVES.items()}
+        if kind not in names:
+            raise TypeError(f"kind must be 'ddpm', 'dsm', 'cfm', 'diffusion' or one of those loss functions, got "
+                            f"{getattr(kind, '__name__', type(kind).__name__)}; a loss of your own needs no adapter: "
+                            f"pass any {_SIGNATURE} to the Trainer")
+        kind = names[kind]
+    check_choice("kind", kind, OBJECTIVES)
+    _, targets, allowed = OBJECTIVES[kind]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"objective({kind!r}) got unexpected option(s) {', '.join(unknown)}; it takes "
+                        f"{', '.join(allowed)} (y, t, eps and generator come from the Trainer at each step)")
+    if sigma_min is not None:
+        if kind != "cfm" or path is not None:
+            raise TypeError("sigma_min is an option of objective('cfm') without a path (it picks "
+                            "LinearPath(sigma_min))")
+        path = LinearPath(sigma_min)
+    if path is None:
+        if kind != "cfm":
+            raise ValueError(f"objective({kind!r}) needs path=, e.g. paths.DiscretePath.from_schedule('linear', 1000) "
+                             f"or paths.VPPath()")
+        path = LinearPath()
+    check_path(path)
+    target = check_choice("target", targets[0] if target is None and len(targets) == 1 else target or "eps", targets)
+    if "weighting" in options:
+        check_choice("weighting", options["weighting"], WEIGHTINGS)
+    if "gamma" in options:
+        check_number("gamma", options["gamma"], low=0.0, low_open=True)
+    if "t_dist" in options:
+        check_choice("t_dist", options["t_dist"], T_DISTRIBUTIONS)
+        if options["t_dist"] == "logit_normal" and path.discrete:
+            raise ValueError("t_dist='logit_normal' needs a continuous path; a DiscretePath trains on its grid")
+    if "coupling" in options:
+        check_choice("coupling", options["coupling"], (None, "ot"))
+    path_to_dict(path)  # fails now, not at save time, for a path that cannot be recorded
+    return Objective(kind, path, target, dict(options))

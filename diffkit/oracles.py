@@ -20,11 +20,11 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_choice, check_positive_int, check_tensor
+from ._checks import as_time, check_choice, check_finite, check_number, check_positive_int, check_tensor
 from .paths import GaussianPath, Time, check_path
 from .targets import TARGETS, from_x0_eps
 
-__all__ = ["GaussianMixture", "eight_gaussians", "OracleModel"]
+__all__ = ["GaussianMixture", "UniformBox", "eight_gaussians", "OracleModel"]
 
 
 class GaussianMixture:
@@ -36,7 +36,7 @@ class GaussianMixture:
 
     def __init__(self, means: Tensor, covs: Tensor | None = None, stds: Tensor | float | None = None,
                  weights: Tensor | None = None, labels: Tensor | None = None):
-        means = check_tensor("means", means, ndim=2).to(torch.float64)
+        means = check_finite("means", check_tensor("means", means, ndim=2)).to(torch.float64)
         self.means = means
         K, D = means.shape
         self.dim = D
@@ -51,13 +51,13 @@ class GaussianMixture:
             self.covs, self.stds = covs, None
         else:
             stds_t = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
-            if (stds_t < 0).any():
-                raise ValueError("stds must be >= 0")
+            if not torch.isfinite(stds_t).all() or (stds_t < 0).any():
+                raise ValueError("stds must be finite and >= 0")
             self.covs, self.stds = None, stds_t
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
-        if weights.shape != (K,) or (weights < 0).any() or weights.sum() <= 0:
+        if weights.shape != (K,) or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
         self.weights = weights / weights.sum()
         if labels is not None:
@@ -184,6 +184,98 @@ class GaussianMixture:
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction — a perfectly trained network."""
+        check_path(path)
+        check_choice("target", target, TARGETS)
+        return OracleModel(self, path, target)
+
+
+def _log_diff_ndtr(a: Tensor, b: Tensor) -> Tensor:
+    r""":math:`\log(\Phi(a) - \Phi(b))` for :math:`a > b`, accurate in both tails."""
+    upper = b > 0  # both in the upper tail: Phi(a) - Phi(b) = Phi(-b) - Phi(-a)
+    hi = torch.where(upper, torch.special.log_ndtr(-b), torch.special.log_ndtr(a))
+    lo = torch.where(upper, torch.special.log_ndtr(-a), torch.special.log_ndtr(b))
+    d = (lo - hi).clamp_max(-1e-300)  # log of a ratio < 1
+    log1mexp = torch.where(d > -math.log(2), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+    return hi + log1mexp
+
+
+class UniformBox:
+    r"""The uniform distribution on the box :math:`[\text{low}, \text{high}]^D`, optionally blurred by
+    :math:`\mathcal N(0, \tau^2 I)` — what uniformly dequantized pixels look like (chapters 3 and 6).
+
+    Along a path, each coordinate of :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` has the density
+    :math:`p_t(x) = \dfrac{\Phi(a) - \Phi(b)}{\alpha_t(\text{high} - \text{low})}`, with
+    :math:`a = (x - \alpha_t\,\text{low})/s_t`, :math:`b = (x - \alpha_t\,\text{high})/s_t`,
+    :math:`s_t^2 = \alpha_t^2\tau^2 + \sigma_t^2`, so its score is
+    :math:`(\varphi(a) - \varphi(b))/(s_t(\Phi(a) - \Phi(b)))` and Tweedie gives
+    :math:`\mathbb E[x_0|x_t] = (x + \sigma_t^2\nabla\log p_t)/\alpha_t` (the box mean where :math:`\alpha_t = 0`).
+    Its exact score makes the likelihood of dequantized data checkable (:mod:`diffkit.likelihood`).
+    """
+
+    labels = None
+    num_classes = 0
+
+    def __init__(self, dim: int, low: float = -1.0, high: float = 1.0, blur: float = 0.0):
+        self.dim = check_positive_int("dim", dim)
+        self.low = check_number("low", low)
+        self.high = check_number("high", high)
+        if not self.high > self.low:
+            raise ValueError(f"high must be greater than low, got low={low}, high={high}")
+        self.blur = check_number("blur", blur, low=0.0)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` points (float64)."""
+        check_positive_int("n", n)
+        u = torch.rand(n, self.dim, generator=generator, dtype=torch.float64)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return self.low + (self.high - self.low) * u + self.blur * z
+
+    def _pieces(self, x: Tensor, t: Time, path: GaussianPath) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        check_path(path)
+        x = check_tensor("x", x, ndim=2).to(torch.float64)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x must have {self.dim} columns, got shape {tuple(x.shape)}")
+        t = as_time("t", t, x.shape[0], x)
+        a, sg = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
+        s = (a**2 * self.blur**2 + sg**2).sqrt()
+        return x, a, sg, s
+
+    def log_prob(self, x: Tensor, t: Time, path: GaussianPath) -> Tensor:
+        r""":math:`\log p_t(x)` (B,)."""
+        x, a, _, s = self._pieces(x, t, path)
+        narrow = a * (self.high - self.low) < 1e-6 * s  # the box has shrunk to a point: a Gaussian
+        gauss = -0.5 * ((x - a * 0.5 * (self.low + self.high)) / s) ** 2 - torch.log(s) - 0.5 * math.log(2 * math.pi)
+        a_safe = torch.where(narrow, torch.ones_like(a), a)
+        box = _log_diff_ndtr((x - a_safe * self.low) / s, (x - a_safe * self.high) / s) \
+            - torch.log(a_safe * (self.high - self.low))
+        return torch.where(narrow, gauss, box).sum(-1)
+
+    def score(self, x: Tensor, t: Time, path: GaussianPath) -> Tensor:
+        r""":math:`\nabla_x\log p_t(x)` (B, D)."""
+        x, a, _, s = self._pieces(x, t, path)
+        narrow = a * (self.high - self.low) < 1e-6 * s
+        a_safe = torch.where(narrow, torch.ones_like(a), a)
+        pa, pb = (x - a_safe * self.low) / s, (x - a_safe * self.high) / s
+        log_z = _log_diff_ndtr(pa, pb)
+        half_log_2pi = 0.5 * math.log(2 * math.pi)
+        box = (torch.exp(-0.5 * pa**2 - half_log_2pi - log_z) - torch.exp(-0.5 * pb**2 - half_log_2pi - log_z)) / s
+        return torch.where(narrow, -(x - a * 0.5 * (self.low + self.high)) / s**2, box)
+
+    def predict(self, x: Tensor, t: Time, path: GaussianPath, target: str, y: Tensor | None = None) -> Tensor:
+        """The exact prediction of kind ``target`` (``y`` must be None: the box has no classes)."""
+        check_choice("target", target, TARGETS)
+        if y is not None:
+            raise ValueError("y must be None: a UniformBox has no classes")
+        x = check_tensor("x", x, ndim=2).to(torch.float64)
+        t = as_time("t", t, x.shape[0], x)
+        score = self.score(x, t, path)
+        a, sg = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
+        mean = torch.full_like(x, 0.5 * (self.low + self.high))
+        x0 = torch.where(a > 0, (x + sg**2 * score) / torch.where(a > 0, a, torch.ones_like(a)), mean)
+        return from_x0_eps(x0, -sg * score, target, x, t, path)
+
+    def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
+        """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction."""
         check_path(path)
         check_choice("target", target, TARGETS)
         return OracleModel(self, path, target)

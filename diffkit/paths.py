@@ -1,7 +1,11 @@
 r"""Gaussian probability paths :math:`x_t = \alpha_t\,x_0 + \sigma_t\,\varepsilon` (chapters 2, 6, 7 and 14).
 
-**Time convention (used everywhere in diffkit).**  :math:`t \in [0, 1]`; :math:`t = 0` is clean data and
-:math:`t = 1` is (nearly) pure noise.  This is the diffusion convention (DDPM, score SDEs, SD3's rectified
+**Time convention (used everywhere in diffkit).**  :math:`t \in [0, 1]`; :math:`t = 0` is the data end and
+:math:`t = 1` the noise end.  At :math:`t = 0`, :math:`\alpha_0 = 1` on every path and :math:`\sigma_0 = 0` on every
+path but one: :class:`LinearPath` with ``sigma_min > 0`` (Lipman et al.'s OT path) has :math:`\sigma_0 = \sigma_\min`,
+so its :math:`x_0` is the data blurred by :math:`\mathcal N(0, \sigma_\min^2 I)` (:attr:`GaussianPath.sigma_at_data`
+says which).  At :math:`t = 1`, :math:`\alpha_1 = 0` exactly (pure noise) on the linear, cosine and
+zero-terminal-SNR paths, and is small but positive on VP, sub-VP and ordinary DDPM schedules.  This is the diffusion convention (DDPM, score SDEs, SD3's rectified
 flow).  Meta's ``flow_matching`` and Lipman et al. run time the other way (:math:`t=0` noise); convert with
 :func:`flip_time` and :func:`flip_velocity`.  Discrete DDPM step :math:`n \in \{1..N\}` sits at :math:`t = n/N`
 (diffusers' 0-based timestep ``k`` is :math:`n = k + 1`, see :func:`t_from_index`).
@@ -106,6 +110,12 @@ class GaussianPath(ABC):
         da, ds = broadcast_like(self.d_alpha(t), x0), broadcast_like(self.d_sigma(t), x0)
         return PathSample(x_t=a * x0 + s * eps, x0=x0, eps=eps, t=t, velocity=da * x0 + ds * eps)
 
+    @property
+    def sigma_at_data(self) -> float:
+        r""":math:`\sigma_0`: 0 when :math:`x_{t=0}` is the clean data, :math:`\sigma_\min` for ``LinearPath(sigma_min)``
+        (then samplers, which end at :math:`t = 0`, return data blurred by :math:`\mathcal N(0, \sigma_0^2 I)`)."""
+        return float(self.sigma(torch.tensor(0.0, dtype=torch.float64)))
+
     def sample_t(self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> Tensor:
         """Training times: uniform on (0, 1] (discrete paths override this with their grid)."""
@@ -192,7 +202,10 @@ class LinearPath(GaussianPath):
     :math:`\alpha_t = 1 - t`, :math:`\sigma_t = \sigma_\min + (1 - \sigma_\min)\,t`.
 
     With ``sigma_min = 0`` it is rectified flow (:math:`x_t = (1-t)x_0 + t\varepsilon`, velocity
-    :math:`\varepsilon - x_0`); with :math:`\sigma_\min > 0` it is Lipman et al.'s OT path, time-flipped.
+    :math:`\varepsilon - x_0`); with :math:`\sigma_\min > 0` it is Lipman et al.'s OT path, time-flipped.  Then
+    :math:`t = 0` is **not** clean data: :math:`\sigma_0 = \sigma_\min`, so :math:`x_0` is the data blurred by
+    :math:`\mathcal N(0, \sigma_\min^2 I)` (finite log-SNR at 0), and a sampler that integrates to :math:`t = 0`
+    returns samples of that blurred distribution.
     """
 
     def __init__(self, sigma_min: float = 0.0):
@@ -215,10 +228,14 @@ class LinearPath(GaussianPath):
 
 class CosinePath(GaussianPath):
     r"""Trigonometric variance-preserving path :math:`\alpha_t = \cos(\pi t/2)`, :math:`\sigma_t = \sin(\pi t/2)`
-    (the continuous cosine schedule; chapters 4 and 14)."""
+    (the continuous cosine schedule; chapters 4 and 14).
+
+    :math:`\alpha_t` is computed as :math:`\sin(\tfrac{\pi}{2}(1 - t))`, so that :math:`\alpha_1 = 0` exactly in
+    every dtype (:math:`\cos(\pi/2)` is :math:`6\cdot10^{-17}` in float64 and :math:`-4\cdot10^{-8}` in float32,
+    which would hide the zero terminal SNR from the conversions in :mod:`diffkit.targets`)."""
 
     def alpha(self, t: Time) -> Tensor:
-        return torch.cos(0.5 * math.pi * _as_tensor(t))
+        return torch.sin(0.5 * math.pi * (1 - _as_tensor(t)))
 
     def sigma(self, t: Time) -> Tensor:
         return torch.sin(0.5 * math.pi * _as_tensor(t))
@@ -234,20 +251,30 @@ class DiscretePath(GaussianPath):
     r"""The discrete DDPM chain seen as a Gaussian path (chapters 2–4).
 
     Step :math:`n` of :math:`N` sits at :math:`t = n/N` with :math:`\alpha_t = \sqrt{\bar\alpha_n}`,
-    :math:`\sigma_t = \sqrt{1 - \bar\alpha_n}` exactly; between grid points :math:`\bar\alpha` is interpolated
-    linearly, so derivatives exist everywhere (right-sided at grid points).  Training draws
-    :math:`t \in \{1/N, \dots, 1\}`.
+    :math:`\sigma_t = \sqrt{1 - \bar\alpha_n}` exactly.  Between grid points the angle
+    :math:`\phi_t = \arctan(\sigma_t/\alpha_t)` is interpolated linearly, :math:`\alpha_t = \cos\phi_t`,
+    :math:`\sigma_t = \sin\phi_t`: the path stays variance preserving everywhere, its velocity is
+    :math:`dx_t/dt = \dot\phi_t\,v` (Salimans & Ho's :math:`v = \alpha_t\varepsilon - \sigma_t x_0` is the
+    velocity in :math:`\phi`), and the derivatives stay finite where :math:`\bar\alpha` reaches 0 (zero terminal
+    SNR), where :math:`d\sqrt{\bar\alpha}/dt` would be infinite.
+
+    **One rule for the derivatives at a grid point:** segment :math:`n` covers :math:`(n/N, (n+1)/N]` (the first
+    also holds :math:`t = 0`), so at :math:`t = n/N` the derivatives are those of the segment *below* :math:`t`,
+    the one a sampler walking towards the data crosses next.  Training draws :math:`t \in \{1/N, \dots, 1\}`.
     """
 
     discrete = True
 
     def __init__(self, betas: Tensor):
         betas = check_tensor("betas", betas, ndim=1).to(torch.float64)
-        if ((betas <= 0) | (betas > 1)).any():
+        if not torch.isfinite(betas).all() or ((betas <= 0) | (betas > 1)).any():
             raise ValueError("betas must lie in (0, 1]")
         self.betas = betas
         self.n_steps = betas.shape[0]
         self.alpha_bar = torch.cat([betas.new_ones(1), alpha_bar_from_betas(betas)])  # (N + 1,), alpha_bar[0] = 1
+        self._alpha_grid = self.alpha_bar.sqrt()  # exact sqrt(alpha_bar_n) on the grid
+        self._sigma_grid = (1 - self.alpha_bar).sqrt()
+        self._phi = torch.atan2(self._sigma_grid, self._alpha_grid)  # (N + 1,), phi_0 = 0, increasing
 
     @classmethod
     def from_schedule(cls, name: str, n_steps: int = 1000, *, zero_terminal_snr: bool = False,
@@ -255,31 +282,53 @@ class DiscretePath(GaussianPath):
         """``DiscretePath.from_schedule("cosine", 1000)``: see :func:`diffkit.schedules.make_betas`."""
         return cls(make_betas(name, n_steps, zero_terminal_snr=zero_terminal_snr, **kwargs))
 
-    def _locate(self, t: Time) -> tuple[Tensor, Tensor, Tensor]:
+    def _position(self, t: Time) -> tuple[Tensor, Tensor]:
+        """``t`` and its grid position ``N t`` in float64, snapped to the grid within 1e-9 steps."""
         t = _as_tensor(t)
         pos = t.to(torch.float64) * self.n_steps
-        pos = torch.where((pos - pos.round()).abs() < 1e-9, pos.round(), pos)
+        return t, torch.where((pos - pos.round()).abs() < 1e-9, pos.round(), pos)
+
+    def _angle(self, t: Time) -> tuple[Tensor, Tensor, Tensor]:
+        """``(t, alpha, sigma)`` in float64: the grid values exactly on the grid, the rotated ones between."""
+        t, pos = self._position(t)
         n = pos.floor().clamp(0, self.n_steps - 1).long()
-        ab = self.alpha_bar.to(pos.device)
-        return t, ab[n] + (pos - n) * (ab[n + 1] - ab[n]), (ab[n + 1] - ab[n]) * self.n_steps
+        phi = self._phi.to(pos.device)
+        delta = (pos - n) * (phi[n + 1] - phi[n])  # angle travelled inside segment n
+        a_n, s_n = self._alpha_grid.to(pos.device)[n], self._sigma_grid.to(pos.device)[n]
+        alpha = a_n * torch.cos(delta) - s_n * torch.sin(delta)  # cos(phi_n + delta)
+        sigma = s_n * torch.cos(delta) + a_n * torch.sin(delta)  # sin(phi_n + delta)
+        on_grid = pos == pos.round()
+        k = pos.round().long().clamp(0, self.n_steps)
+        alpha = torch.where(on_grid, self._alpha_grid.to(pos.device)[k], alpha)
+        sigma = torch.where(on_grid, self._sigma_grid.to(pos.device)[k], sigma)
+        return t, alpha, sigma
+
+    def _d_phi(self, t: Time) -> Tensor:
+        r""":math:`d\phi/dt` of the segment below ``t`` (see the class docstring)."""
+        _, pos = self._position(t)
+        n = (pos.ceil() - 1).clamp(0, self.n_steps - 1).long()
+        phi = self._phi.to(pos.device)
+        return (phi[n + 1] - phi[n]) * self.n_steps
 
     def alpha_bar_at(self, t: Time) -> Tensor:
-        t, ab, _ = self._locate(t)
-        return ab.to(t.dtype)
+        t, alpha, _ = self._angle(t)
+        return (alpha**2).to(t.dtype)
 
     def alpha(self, t: Time) -> Tensor:
-        return self.alpha_bar_at(t).sqrt()
+        t, alpha, _ = self._angle(t)
+        return alpha.to(t.dtype)
 
     def sigma(self, t: Time) -> Tensor:
-        return (1 - self.alpha_bar_at(t)).sqrt()
+        t, _, sigma = self._angle(t)
+        return sigma.to(t.dtype)
 
     def d_alpha(self, t: Time) -> Tensor:
-        t, ab, dab = self._locate(t)
-        return (dab / (2 * ab.sqrt())).to(t.dtype)
+        t, _, sigma = self._angle(t)
+        return (-sigma * self._d_phi(t)).to(t.dtype)
 
     def d_sigma(self, t: Time) -> Tensor:
-        t, ab, dab = self._locate(t)
-        return (-dab / (2 * (1 - ab).sqrt())).to(t.dtype)
+        t, alpha, _ = self._angle(t)
+        return (alpha * self._d_phi(t)).to(t.dtype)
 
     def sample_t(self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> Tensor:

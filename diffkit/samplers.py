@@ -8,7 +8,13 @@ r"""Samplers: every one integrates a Gaussian path from :math:`t = 1` (noise) to
 * ``model(x, t, y=None)`` predicts ``target`` (``"eps"``, ``"x0"``, ``"v"``, ``"score"`` or ``"velocity"``;
   see :mod:`diffkit.targets`); ``t`` is a (B,) tensor in [0, 1] with 0 = data.
 * ``x`` is the starting noise at ``ts[0]`` (see :func:`prior`); ``ts`` a strictly decreasing grid that ends
-  exactly at 0 (see :mod:`diffkit.grids`).  Every sampler's last step lands on clean data.
+  exactly at 0 (see :mod:`diffkit.grids`).  Every sampler's last step lands on :math:`t = 0`: clean data on every
+  path with :math:`\sigma_0 = 0`, i.e. every path but ``LinearPath(sigma_min > 0)``, whose :math:`t = 0` is the
+  data blurred by :math:`\mathcal N(0, \sigma_\min^2 I)` (see :attr:`~diffkit.paths.GaussianPath.sigma_at_data`).
+* Every sampler starts from :math:`t = 1` on every path, including those with :math:`\alpha_1 = 0` (linear,
+  cosine, zero terminal SNR), whenever the target carries the information the step needs there: ``"x0"``,
+  ``"v"`` and ``"velocity"`` do; ``"eps"`` and ``"score"`` say nothing about :math:`x_0` where
+  :math:`\alpha_t = 0`, and such a start is a clear error (start the grid below 1, or train another target).
 * Classifier-free guidance (chapter 8): ``guidance = w`` uses
   :math:`\hat f = f(x, t, \varnothing) + w\,(f(x, t, y) - f(x, t, \varnothing))` on the whole output, so
   ``w = 1`` is plain conditional sampling and ``w = 0`` unconditional.  It needs ``y`` and ``null_label``.
@@ -24,6 +30,7 @@ terms, so one implementation serves every path and every target.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +38,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_number, check_positive_int, check_tensor, randn_like
+from ._checks import check_choice, check_finite, check_number, check_positive_int, check_tensor, randn_like
+from .models import check_guidance_support
 from .paths import GaussianPath, check_path
 from .targets import TARGETS, to_x0_eps
 
@@ -66,6 +74,7 @@ class Denoiser:
         check_path(path)
         check_choice("target", target, TARGETS)
         self.guidance = check_number("guidance", guidance, low=0.0)
+        check_guidance_support(model, self.guidance)
         self.clip_x0 = None if clip_x0 is None else check_number("clip_x0", clip_x0, low=0.0, low_open=True)
         if self.guidance != 1.0:
             if null_label is None:
@@ -77,26 +86,37 @@ class Denoiser:
         if y is not None:
             if not isinstance(y, Tensor) or y.ndim != 1 or y.dtype not in (torch.int32, torch.int64):
                 raise ValueError("y must be a 1-D integer tensor of class labels, one per sample")
+        own_null = getattr(model, "null_label", None)  # diffkit's models and oracles know theirs
+        if null_label is not None and isinstance(own_null, int) and null_label != own_null:
+            raise ValueError(f"null_label={null_label} disagrees with the model's null label {own_null} "
+                             f"(pass null_label=model.null_label)")
         self.model, self.path, self.target, self.y, self.null_label = model, path, target, y, null_label
+        params = model.parameters() if isinstance(model, torch.nn.Module) else ()
+        #: the floating dtype of the network's weights (None for a plain function): inputs are cast to it
+        self.model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
 
     def prediction(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """The (guided) raw model output at ``(x, t)``."""
+        """The (guided) raw model output at ``(x, t)``.  A network (``nn.Module``) whose weights have another
+        floating dtype than ``x`` (a float32 model sampled from float64 noise) is called on ``x`` cast to its dtype,
+        and its output cast back: the sampler's arithmetic stays in ``x``'s dtype."""
         B = x.shape[0]
         t_b = torch.full((B,), float(t), dtype=x.dtype, device=x.device) if not isinstance(t, Tensor) \
             else t.to(x.dtype).expand(B)
         if self.y is not None and self.y.shape[0] != B:
             raise ValueError(f"y must have one label per sample ({B}), got shape {tuple(self.y.shape)}")
+        dtype = self.model_dtype or x.dtype
+        xm, tm = x.to(dtype), t_b.to(dtype)
         if self.guidance == 1.0:
-            out = self.model(x, t_b, self.y) if self.y is not None else self.model(x, t_b)
+            out = self.model(xm, tm, self.y) if self.y is not None else self.model(xm, tm)
         else:
             null = torch.full_like(self.y, self.null_label)
-            both = self.model(torch.cat([x, x]), torch.cat([t_b, t_b]), torch.cat([self.y, null]))
+            both = self.model(torch.cat([xm, xm]), torch.cat([tm, tm]), torch.cat([self.y, null]))
             cond, uncond = both.chunk(2)
             out = uncond + self.guidance * (cond - uncond)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, "
                              f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
-        return out
+        return out.to(x.dtype)
 
     def __call__(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`(\hat x_0, \hat\varepsilon)` at ``(x, t)``.  With ``clip_x0 = c``, :math:`\hat x_0` is clamped to
@@ -147,6 +167,9 @@ def _run(step: Callable, model: Model, x: Tensor, ts: Tensor, path: GaussianPath
          null_label, return_trajectory: bool, progress: bool, clip_x0: float | None, desc: str) -> Tensor | Trajectory:
     """Shared driver: validates inputs, walks the grid calling ``step(den, x, t, s, i)``, records the trajectory."""
     check_tensor("x", x, min_ndim=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
+    check_finite("x", x)
     grid = _check_grid(ts)
     den = Denoiser(model, path, target, y, guidance, null_label, clip_x0)
     xs = [x] if return_trajectory else None
@@ -179,7 +202,9 @@ def _gaussian_step(den: Denoiser, x: Tensor, t: float, s: float, noise_scale: Ca
 def _posterior_std(path: GaussianPath, t: float, s: float) -> tuple[float, float]:
     r"""Forward-step std :math:`\sigma_{t|s}` and posterior std :math:`\tilde\sigma_{t\to s}` of :math:`q(x_s|x_t, x_0)`:
     :math:`\alpha_{t|s} = \alpha_t/\alpha_s`, :math:`\sigma_{t|s}^2 = \sigma_t^2 - \alpha_{t|s}^2\sigma_s^2`,
-    :math:`\tilde\sigma^2 = \sigma_{t|s}^2\sigma_s^2/\sigma_t^2`.  For DDPM these are :math:`\beta_t` and :math:`\tilde\beta_t`."""
+    :math:`\tilde\sigma^2 = \sigma_{t|s}^2\sigma_s^2/\sigma_t^2`.  For one DDPM step their squares are :math:`\beta_t`
+    and :math:`\tilde\beta_t` (the returned values are the standard deviations :math:`\sqrt{\beta_t}`,
+    :math:`\sqrt{\tilde\beta_t}`)."""
     a_t, s_t, a_s, s_s = (_coef(path.alpha, t), _coef(path.sigma, t), _coef(path.alpha, s), _coef(path.sigma, s))
     var_ts = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0)
     return var_ts**0.5, (var_ts * s_s**2 / s_t**2) ** 0.5
@@ -217,8 +242,9 @@ def ddim(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
          return_trajectory: bool = False, progress: bool = False,
          clip_x0: float | None = None, eta: float = 0.0) -> Tensor | Trajectory:
     r"""DDIM (Song et al., 2021; chapter 4): :math:`x_s = \alpha_s\hat x_0 + \sqrt{\sigma_s^2 - c^2}\,\hat\varepsilon + c z`,
-    :math:`c = \eta\,\tilde\sigma_{t\to s}`.  ``eta=0`` is deterministic, ``eta=1`` is DDPM with :math:`\tilde\beta`."""
-    check_number("eta", eta, low=0.0)
+    :math:`c = \eta\,\tilde\sigma_{t\to s}`.  ``eta=0`` is deterministic, ``eta=1`` is DDPM with :math:`\tilde\beta`;
+    :math:`\eta > 1` would need :math:`c > \sigma_s` for some steps (a negative variance) and is rejected."""
+    check_number("eta", eta, low=0.0, high=1.0)
     return _run(lambda den, x, t, s, i: _gaussian_step(den, x, t, s, lambda t, s: eta * _posterior_std(path, t, s)[1],
                                                        generator),
                 model, x, ts, path, target=target, y=y, guidance=guidance, null_label=null_label,
@@ -256,14 +282,16 @@ def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str 
         guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
         return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Classical fourth-order Runge–Kutta on the ODE (4 evaluations a step).  The step that ends at
-    :math:`t = 0` uses the midpoint rule, which never evaluates the field at :math:`t = 0`."""
+    :math:`t = 0`, where the field may be singular, uses Ralston's third-order method (nodes at :math:`0, h/2, 3h/4`,
+    never at :math:`t = 0`): its local error :math:`O(h^4)` keeps the global error :math:`O(h^4)`."""
 
     def step(den, x, t, s, i):
         h = s - t
         k1 = den.velocity(x, t)
         k2 = den.velocity(x + 0.5 * h * k1, t + 0.5 * h)
-        if s == 0.0:
-            return x + h * k2
+        if s == 0.0:  # Ralston (1962), third order: b = (2/9, 1/3, 4/9)
+            k3 = den.velocity(x + 0.75 * h * k2, t + 0.75 * h)
+            return x + h * (2 * k1 + 3 * k2 + 4 * k3) / 9
         k3 = den.velocity(x + 0.5 * h * k2, t + 0.5 * h)
         k4 = den.velocity(x + h * k3, s)
         return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
@@ -273,9 +301,18 @@ def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str 
 
 
 def _reverse_sde_step(den: Denoiser, x: Tensor, t: float, s: float, generator, noise: bool) -> Tensor:
-    r"""One Euler–Maruyama step of the reverse SDE :math:`dx = [f x - g^2\nabla\log p_t]\,dt + g\,d\bar W` from t to s."""
+    r"""One Euler–Maruyama step of the reverse SDE :math:`dx = [f x - g^2\nabla\log p_t]\,dt + g\,d\bar W` from t to s.
+
+    Where :math:`\alpha_t = 0` (the start of the linear, cosine and zero-terminal-SNR paths) :math:`f = \dot\alpha/\alpha`
+    and :math:`g^2` are infinite and the Euler–Maruyama step is undefined; there the step is taken in its exact
+    form instead: the reverse SDE with :math:`\hat x_0` held fixed over the step is the time reversal of the
+    forward process started at :math:`\hat x_0`, whose transition is the Gaussian posterior
+    :math:`q(x_s \mid x_t, \hat x_0)` (mean :math:`\alpha_s\hat x_0` when :math:`\alpha_t = 0`, std
+    :math:`\tilde\sigma_{t\to s}`; chapter 6)."""
     path = den.path
     f, g2 = _coef(path.drift, t), _coef(path.diffusion_sq, t)
+    if not (math.isfinite(f) and math.isfinite(g2)):
+        return _gaussian_step(den, x, t, s, lambda t, s: _posterior_std(path, t, s)[1] if noise else 0.0, generator)
     h = s - t  # negative
     out = x + (f * x - g2 * den.score(x, t)) * h
     if noise:
@@ -306,19 +343,25 @@ def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath,
                         generator: torch.Generator | None = None, return_trajectory: bool = False,
                         progress: bool = False,
                         clip_x0: float | None = None, n_corrector: int = 1, snr: float = 0.16) -> Tensor | Trajectory:
-    r"""Predictor–corrector sampling (Song et al., 2021; chapter 6): at each :math:`t`, ``n_corrector`` Langevin
-    steps on :math:`p_t` with step size :math:`\delta = 2(r\,\overline{\lVert z\rVert}/\overline{\lVert\nabla\log p_t\rVert})^2`
-    (norms averaged over the batch, ``snr`` = r), then one Euler–Maruyama predictor step to the next time."""
+    r"""Predictor–corrector sampling (Song et al., 2021, Algorithms 4–5; chapter 6): at each grid time :math:`t`
+    (next time :math:`s`), ``n_corrector`` Langevin steps on :math:`p_t` with step size
+    :math:`\delta = 2\,a\,(r\,\overline{\lVert z\rVert}/\overline{\lVert\nabla\log p_t\rVert})^2`, then one
+    Euler–Maruyama predictor step to :math:`s`.  Norms are averaged over the batch, ``snr`` is :math:`r`, and
+    :math:`a = \alpha_t^2/\alpha_s^2` is the signal kept by the forward step from :math:`s` to :math:`t` — Song et al.'s
+    :math:`\alpha_i = 1 - \beta_i` for the VP-SDE (Algorithm 5), 1 for the VE-SDE (Algorithm 4).  Where
+    :math:`\alpha_t = 0`, :math:`a = 0`: :math:`p_t` is exactly the Gaussian prior and there is nothing to correct."""
     check_positive_int("n_corrector", n_corrector, minimum=0)
     check_number("snr", snr, low=0.0, low_open=True)
 
     def step(den, x, t, s, i):
+        a = (_coef(path.alpha, t) / _coef(path.alpha, s)) ** 2  # Song et al.'s alpha_i = 1 - beta_i
         for _ in range(n_corrector):
             score = den.score(x, t)
             z = randn_like(x, generator)
             # batch-averaged norms, as in Song et al.'s reference code: per-sample norms of low-dimensional
             # data are too noisy (a tiny score would give a huge step)
-            delta = 2 * (snr * z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)) ** 2
+            ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+            delta = 2 * a * (snr * ratio) ** 2
             x = x + delta * score + (2 * delta) ** 0.5 * z
         return _reverse_sde_step(den, x, t, s, generator, noise=s > 0.0)
 
@@ -335,7 +378,12 @@ def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *
     r"""Annealed Langevin dynamics (NCSN, Song & Ermon, 2019; chapter 5).  At each noise level :math:`\sigma_i` of the
     grid (except the last), ``n_steps_each`` Langevin steps with :math:`\delta_i = \text{step\_lr}\cdot\sigma_i^2/\sigma_L^2`
     (:math:`\sigma_L` the smallest positive level); the final move to :math:`t = 0` is the Tweedie denoising step
-    :math:`x \leftarrow \hat x_0(x)` (Jolicoeur-Martineau et al., 2021)."""
+    :math:`x \leftarrow \hat x_0(x)` (Jolicoeur-Martineau et al., 2021).
+
+    In Song & Ermon's Algorithm 1 the step is :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2` and the update
+    :math:`x \leftarrow x + \tfrac{\alpha_i}{2}\nabla\log p + \sqrt{\alpha_i}\,z`; here the update is
+    :math:`x \leftarrow x + \delta_i\nabla\log p + \sqrt{2\delta_i}\,z`, so :math:`\delta_i = \alpha_i/2` and
+    ``step_lr`` :math:`= \epsilon/2` (their :math:`\epsilon = 2\cdot10^{-5}` is ``step_lr = 1e-5``)."""
     check_positive_int("n_steps_each", n_steps_each)
     check_number("step_lr", step_lr, low=0.0, low_open=True)
     grid = _check_grid(ts)
@@ -402,6 +450,8 @@ def prior(path: GaussianPath, shape: tuple[int, ...], *, t: float = 1.0, generat
     it is exactly 0 on paths with :math:`\alpha_1 = 0`, and tiny on VP)."""
     check_path(path)
     check_number("t", t, low=0.0, high=1.0, low_open=True)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
     if not shape or any((not isinstance(n, int)) or n < 1 for n in shape):
         raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
     sigma = _coef(path.sigma, t)

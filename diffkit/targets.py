@@ -52,7 +52,9 @@ def to_x0_eps(pred: Tensor, target: str, x_t: Tensor, t: Time, path: GaussianPat
         return pred, (x_t - a * pred) / _nonzero("sigma_t", s, "eps is undefined at t = 0 (clean data)")
     if target in ("eps", "score"):
         eps = pred if target == "eps" else -s * pred
-        zero_snr = f"target={target!r} carries no information about x0 where alpha_t = 0 (zero terminal SNR): use target='v'"
+        zero_snr = (f"target={target!r} carries no information about x0 where alpha_t = 0 (t = 1 on the linear, cosine "
+                    "and zero-terminal-SNR paths): use target='v' or 'x0' for a diffusion model, target='velocity' "
+                    "for a flow-matching model, or start the grid below t = 1")
         return (x_t - s * eps) / _nonzero("alpha_t", a, zero_snr), eps
     if target == "v":
         norm = a**2 + s**2

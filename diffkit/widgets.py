@@ -13,13 +13,19 @@ from collections.abc import Sequence
 
 import ipywidgets as widgets
 
-__all__ = ["figure_png", "frame_slider"]
+__all__ = ["figure_png", "frame_slider", "glue", "GLUE_PREFIX"]
+
+#: The MIME prefix under which myst-nb finds glued values in a notebook's stored outputs (``myst_nb.glue``).
+GLUE_PREFIX = "application/papermill.record/"
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A matplotlib figure as PNG bytes (the figure is closed, so it is not also shown inline)."""
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure (e.g. fig, ax = plt.subplots()), got {type(fig).__name__}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -44,3 +50,19 @@ def frame_slider(frames: Sequence[bytes], labels: Sequence[str], *, description:
     box = widgets.VBox([widgets.HBox([play, slider]), stack])
     box.links = links  # keep the link widgets alive with the figure (and inspectable)
     return box
+
+
+def glue(name: str, value: object) -> None:
+    """Store ``value`` in the cell's output under ``name``, unseen in the notebook, so that the book's text can quote
+    it: ``{glue:text}`name``` in a Markdown cell shows it (numbers: ``{glue:text}`name:.3f```).
+
+    The same output as ``myst_nb.glue(name, value, display=False)``, written without importing myst-nb (which
+    Colab lacks).  A ``str`` is stored as is (no quotes), anything else as its plain-text display."""
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string (it is quoted in Markdown), got {name!r}")
+    bundle, metadata = ({"text/plain": value}, {}) if isinstance(value, str) else format_display_data(value)
+    metadata = {**metadata, "scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
+    display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)

@@ -62,9 +62,112 @@ def test_corrupt_cache_file_is_retrained_not_fatal():
 
 
 def test_bad_input():
+    from diffkit.training import TrainConfig
+
     with pytest.raises(TypeError, match="config must contain only"):
         cache.config_key("toy", {"fn": lambda x: x})
     with pytest.raises(ValueError, match="name must be a non-empty string"):
         cache.cache_path("a/b", {})
     with pytest.raises(TypeError, match="train must return the trained torch.nn.Module"):
         cache.cached_model("toy", {"x": 1}, lambda: nn.Linear(2, 2), lambda m: None, verbose=False)
+    with pytest.raises(TypeError, match="config must be a diffkit.training.TrainConfig when cached_model trains"):
+        cache.cached_model("toy", {"x": 1}, _mlp)
+    with pytest.raises(TypeError, match="pass both, or your own train="):
+        cache.cached_model("toy", TrainConfig(steps=1), _mlp, data=_toy)
+
+
+# --- the key covers the objective and the data -------------------------------------------------------------------
+def _toy(n, g):
+    return torch.randn(n, 2, generator=g), None
+
+
+def _shifted(n, g):
+    return torch.randn(n, 2, generator=g) + 1, None
+
+
+def _mlp():
+    from diffkit.models import MLP
+
+    return MLP(hidden=8, depth=1, time_dim=4)
+
+
+def _cached(objective, data, config=None, **kwargs):
+    from diffkit.training import TrainConfig
+
+    return cache.cached_model("toy-mlp", config or TrainConfig(steps=2, batch_size=8), _mlp, objective=objective,
+                              data=data, verbose=False, **kwargs)
+
+
+def test_changing_the_loss_or_the_data_trains_a_new_model(tmp_path):
+    from diffkit import losses, paths
+
+    vp = paths.VPPath()
+    first, info = _cached(losses.objective("ddpm", path=vp), _toy)
+    again, _ = _cached(losses.objective("ddpm", path=vp), _toy)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1 and info.target == "eps"
+    for p, q in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(p, q)
+    for objective, data in [(losses.objective("ddpm", path=vp, target="v"), _toy),  # target
+                            (losses.objective("ddpm", path=paths.VPPath(beta_max=10.0)), _toy),  # path
+                            (losses.objective("ddpm", path=vp, weighting="min_snr"), _toy),  # option
+                            (losses.objective("cfm"), _toy),  # kind
+                            (losses.objective("ddpm", path=vp), _shifted)]:  # data
+        _, info = _cached(objective, data)
+        assert info.objective == objective
+    assert len(list(tmp_path.glob("*.safetensors"))) == 6  # one model per configuration, none reused
+
+
+def test_a_cached_model_is_a_model_file_and_its_training_is_reproducible(tmp_path):
+    from diffkit import losses
+
+    model, info = _cached(losses.objective("cfm"), _toy)
+    (file,) = tmp_path.glob("*.safetensors")
+    loaded, loaded_info = checkpoints.load_model(file)
+    assert loaded_info == info and info.target == "velocity" and info.step == 2
+    retrained, _ = _cached(losses.objective("cfm"), _toy, refresh=True)  # the seed fixes init and training
+    for p, q, r in zip(model.state_dict().values(), loaded.state_dict().values(), retrained.state_dict().values()):
+        assert torch.equal(p, q) and torch.equal(p, r)
+
+
+def test_a_managed_file_for_another_key_is_not_trusted(tmp_path):
+    from diffkit import losses
+
+    _cached(losses.objective("cfm"), _toy)
+    (file,) = tmp_path.glob("*.safetensors")
+    tensors, meta = checkpoints.load(file)
+    checkpoints.save(file, tensors, {**meta, "key": {"config": "another"}})  # as if the key had collided
+    with pytest.warns(UserWarning, match="another configuration"):
+        _cached(losses.objective("cfm"), _toy)
+    assert checkpoints.read_metadata(file)["key"] != {"config": "another"}  # retrained and rewritten
+
+
+def test_objective_and_data_join_the_key_of_a_custom_training():
+    import diffkit.losses as losses
+
+    calls = []
+    x = torch.randn(10, 2)
+    for objective, data in [(losses.objective("cfm"), x), (losses.objective("cfm"), x.clone()),
+                            (losses.objective("cfm", t_dist="logit_normal"), x), (losses.objective("cfm"), x + 1e-3)]:
+        cache.cached_model("toy", {"steps": 1}, lambda: nn.Linear(2, 2), _trainer(calls), objective=objective,
+                           data=data, verbose=False)
+    assert len(calls) == 3  # the clone has the same fingerprint; the other loss and the other data retrain
+
+
+def test_fingerprint():
+    x, y = torch.randn(6, 2), torch.arange(6)
+    assert cache.fingerprint(x) == cache.fingerprint(x.clone())
+    x2 = x.clone()
+    x2[3, 1] += 1e-6
+    prints = {cache.fingerprint(v) for v in (x, x2, x.double(), (x, y), (x, None), (x, y.flip(0)), _toy, _shifted)}
+    assert len(prints) == 8
+    with pytest.raises(ValueError, match="two draws with the same seed differ"):
+        cache.fingerprint(lambda n, g: (torch.randn(n, 2), None))  # ignores its generator
+
+
+def test_an_unwritable_cache_fails_before_training(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path / "a_file" / "cache"))
+    calls = []
+    with pytest.raises(checkpoints.CheckpointError, match="DIFFKIT_CACHE_DIR.*cannot write to"):
+        cache.cached_model("toy", {"steps": 1}, lambda: nn.Linear(2, 2), _trainer(calls), verbose=False)
+    assert calls == []

@@ -345,3 +345,37 @@ def test_toy_2d_noise_controls_spread():
 def test_toy_2d_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         data.toy_2d(**kwargs)
+
+
+@pytest.mark.parametrize("name", data.TOY_2D_NAMES)
+def test_toy_2d_labels(name):
+    """Labels come with the same points, take every class of TOY_2D_CLASSES, and say something true about x."""
+    x, y = data.toy_2d(name, 8000, generator=0, noise=0.0, return_labels=True)
+    assert torch.equal(x, data.toy_2d(name, 8000, generator=0, noise=0.0))
+    assert y.dtype == torch.int64 and y.shape == (8000,)
+    assert set(y.unique().tolist()) == set(range(data.TOY_2D_CLASSES[name]))
+    # each class occupies its own region: class means are distinct and the within-class spread is below the total
+    means = torch.stack([x[y == k].mean(0) for k in range(data.TOY_2D_CLASSES[name])])
+    if name != "rings":  # concentric rings share their mean; their radii differ instead
+        assert torch.cdist(means, means).add(torch.eye(len(means)) * 9).min() > 0.1
+    else:
+        radii = torch.stack([x[y == k].norm(dim=1).mean() for k in range(4)])
+        assert (radii[1:] > radii[:-1]).all()
+
+
+def test_toy_eight_gaussians_is_the_oracle_mixture():
+    """toy_2d('8gaussians') samples exactly oracles.eight_gaussians(radius=sqrt(2), std=noise): same centres per
+    label, same spread."""
+    x, y = data.toy_2d("8gaussians", 40_000, generator=0, noise=0.1, return_labels=True)
+    oracle = data.toy_2d_oracle("8gaussians", noise=0.1)
+    for k in range(8):
+        pts = x[y == k].double()
+        assert (pts.mean(0) - oracle.means[k]).abs().max() < 0.01
+        assert abs(pts.std(0).mean().item() - 0.1) < 0.005
+    assert oracle.log_prob(x.double(), 0.0, _vp()).mean() > oracle.log_prob(x.double() * 1.3, 0.0, _vp()).mean()
+
+
+def _vp():
+    from diffkit import paths
+
+    return paths.VPPath()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from diffkit.distances import energy_distance, mmd, sliced_wasserstein
+from diffkit.distances import energy_distance, mmd, sliced_wasserstein, with_noise_floor
 
 
 def _gaussians(n, shift, d=2, seed=0):
@@ -60,3 +60,35 @@ def test_bad_input():
         mmd(torch.full((4, 2), float("nan")), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="bandwidths must be"):
         mmd(torch.randn(4, 2), torch.randn(4, 2), bandwidths=(0.0,))
+
+
+def _true(n, g):
+    return torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+def test_noise_floor_is_the_distance_between_two_fresh_true_sets():
+    samples = torch.randn(300, 2, dtype=torch.float64) + 0.5
+    report = with_noise_floor(mmd, samples, _true, 200, seed=3)
+    g = [torch.Generator().manual_seed(3 + k) for k in range(3)]
+    truth, a, b = (_true(200, gk) for gk in g)
+    assert report.distance == mmd(samples[:200], truth).item() and report.floor == mmd(a, b).item()
+    assert report.n == 200 and report.metric == "mmd" and "noise floor" in str(report)
+    assert report.distance > 10 * abs(report.floor)  # a shifted model is far above the floor
+
+
+def test_a_perfect_model_sits_at_the_floor_which_can_be_negative():
+    floors = [with_noise_floor(energy_distance, _true(100, torch.Generator().manual_seed(99)), _true, seed=s)
+              for s in range(0, 30, 3)]
+    assert any(f.floor < 0 for f in floors) and any(f.floor > 0 for f in floors)  # unbiased: no clamping at 0
+    for f in floors:  # samples from the true distribution: the distance is of the size of the floor
+        assert abs(f.distance) < 0.1 and abs(f.floor) < 0.1
+
+
+def test_noise_floor_bad_input():
+    x = torch.randn(10, 2)
+    with pytest.raises(TypeError, match="metric must be a function"):
+        with_noise_floor("mmd", x, _true)
+    with pytest.raises(ValueError, match="n must be at most the number of samples"):
+        with_noise_floor(mmd, x, _true, 20)
+    with pytest.raises(ValueError, match=r"must return \(10, 2\), got \(10, 3\)"):
+        with_noise_floor(mmd, x, lambda n, g: torch.randn(n, 3, generator=g))

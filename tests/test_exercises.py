@@ -26,6 +26,17 @@ def test_reference_solutions_pass_their_checkers(name):
     ("to_diffkit_time", lambda t, u: (t, -u), "time is unchanged"),
     ("to_diffkit_time", lambda t, u: (1 - t, u), "keeps its sign"),
     ("to_diffkit_time", lambda t, u: 1 - t, "return a pair"),
+    ("optimal_discriminator_logit", lambda lp, lq: lq - lp, "logit of 1 - D*"),
+    ("optimal_discriminator_logit", lambda lp, lq: torch.sigmoid(lp - lq), "that is D* itself"),
+    ("optimal_discriminator_logit", lambda lp, lq: lp - torch.logaddexp(lp, lq), "that is log D*"),
+    ("optimal_discriminator_logit", lambda lp, lq: torch.log(lp.exp() / lq.exp()), "stay in log space"),
+    ("alternating_step", lambda x, y, lr: (x - lr * y, y + lr * x), "that is the simultaneous step"),
+    ("alternating_step", lambda x, y, lr: (x + lr * y, y - lr * (x + lr * y)), "x minimises f = x y"),
+    ("alternating_step", lambda x, y, lr: x - lr * y, "return a pair"),
+    ("extragradient_step", lambda x, y, lr: (x - lr * y, y + lr * x), "plain simultaneous step"),
+    ("extragradient_step", lambda x, y, lr: (x - lr * y - lr * (y + lr * x), y + lr * x + lr * (x - lr * y)),
+     "must start from (x, y)"),
+    ("extragradient_step", lambda x, y, lr: (x - lr * y, y + lr * (x - lr * y)), "that is the alternating step"),
 ])
 def test_wrong_answers_get_specific_feedback(name, wrong, expected):
     result = exercises.check(name, wrong, verbose=False)
@@ -48,3 +59,61 @@ def test_bad_input():
         exercises.check("ddpm_sampler", lambda: None)
     with pytest.raises(TypeError, match="fn must be the function you wrote"):
         exercises.check("forward_sample", 42)
+
+
+def test_list_show_and_hint_lead_to_the_solution(capsys):
+    names = exercises.list()
+    out = capsys.readouterr().out
+    assert names == list(exercises.EXERCISES) and "chapter  2  forward_sample(x0, eps, alpha_bar)" in out
+    assert exercises.list(chapter=7, verbose=False) == ["rectified_flow_target"]
+    text = exercises.show("v_to_eps")
+    assert capsys.readouterr().out.strip() == text
+    assert "def v_to_eps(v, x_t, alpha):" in text and "sigma = sqrt(1 - alpha^2)" in text and "hint" in text
+    for name in exercises.EXERCISES:
+        hint = exercises.hint(name, verbose=False)
+        assert hint and hint not in exercises.solution(name)  # a nudge, not the answer
+    result = exercises.check("v_to_eps", lambda v, x_t, alpha: v, verbose=False)
+    assert result.feedback[-1] == "stuck? exercises.hint('v_to_eps'), then exercises.solution('v_to_eps')"
+
+
+@pytest.mark.parametrize("wrong,expected", [
+    (lambda x0, eps: x0, "your function takes (x0, eps) but is called with 3 argument(s): "
+                         "forward_sample(x0, eps, alpha_bar)"),
+    (lambda x0, eps, alpha_bar, t: x0, "your function takes (x0, eps, alpha_bar, t) but is called with 3"),
+    (lambda eps, x0, alpha_bar: alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps,
+     "the arguments come in the order (x0, eps, alpha_bar), your function takes (eps, x0, alpha_bar)"),
+    (lambda alpha_bar, x0, eps: alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps,  # names fine, order read wrong
+     "the arguments come in the order (x0, eps, alpha_bar), your function takes (alpha_bar, x0, eps)"),
+    (lambda a, b, c: a.sqrt() * b + (1 - a).sqrt() * c,  # unnamed, but right in another order
+     "your function is right for the arguments in the order (alpha_bar, x0, eps), but it is called as "
+     "forward_sample(x0, eps, alpha_bar)"),
+])
+def test_wrong_number_or_order_of_arguments_is_named(wrong, expected):
+    result = exercises.check("forward_sample", wrong, verbose=False)
+    assert not result.passed and result.feedback[0].startswith(expected)
+
+
+def test_signature():
+    assert exercises.signature("gaussian_kl") == "gaussian_kl(mu1, var1, mu2, var2)"
+    with pytest.raises(ValueError, match="name must be one of"):
+        exercises.show("ddpm_sampler")
+
+
+def test_the_extragradient_solution_converges_where_the_other_steps_do_not():
+    """Chapter 1: on min_x max_y xy, the reference extragradient step contracts by sqrt(1 - lr^2 + lr^4) per step,
+    the alternating one keeps x^2 + y^2 - lr x y, and gradient descent-ascent (diffkit.gan) spirals out."""
+    from diffkit import gan
+
+    namespace = {"torch": torch, "Tensor": torch.Tensor}
+    exec(exercises.solution("extragradient_step") + exercises.solution("alternating_step"), namespace)
+    lr, x, y = 0.3, torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    r0 = (x**2 + y**2).sqrt()
+    ex, ey, ax, ay = x, y, x, y
+    for _ in range(50):
+        ex, ey = namespace["extragradient_step"](ex, ey, lr)
+        ax, ay = namespace["alternating_step"](ax, ay, lr)
+    rate = (1 - lr**2 + lr**4) ** 0.5
+    assert torch.allclose((ex**2 + ey**2).sqrt(), r0 * rate**50, rtol=1e-10)
+    q = gan.bilinear_invariant(torch.stack([ax, ay], -1), lr)
+    assert torch.allclose(q, gan.bilinear_invariant(torch.stack([x, y], -1), lr), rtol=1e-10)
+    assert torch.allclose(torch.stack([ax, ay], -1)[0], gan.bilinear_game(1.0, 0.5, lr, 50, "alternating")[-1])

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -227,3 +228,54 @@ def test_bad_input():
         losses.denoising_mse(lambda x, t, y=None: x, x0, paths.LinearPath(), [1.0], target="eps")
     with pytest.raises(ValueError, match="coupling must be one of"):
         losses.cfm_loss(lambda x, t, y=None: x, x0, coupling="sinkhorn")
+
+
+# --- objectives: the Trainer's loss_fn -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,path,target,options,direct", [
+    ("ddpm", paths.DiscretePath.from_schedule("linear", 100), "v", {"weighting": "min_snr"},
+     lambda m, x0, p, y, g: losses.ddpm_loss(m, x0, p, target="v", weighting="min_snr", y=y, generator=g)),
+    ("diffusion", paths.VPPath(), "score", {"t_dist": "logit_normal"},
+     lambda m, x0, p, y, g: losses.diffusion_loss(m, x0, p, target="score", t_dist="logit_normal", generator=g)),
+    ("dsm", paths.VEPath(), None, {}, lambda m, x0, p, y, g: losses.dsm_loss(m, x0, p, generator=g)),
+    ("cfm", None, None, {"coupling": "ot"}, lambda m, x0, p, y, g: losses.cfm_loss(m, x0, coupling="ot", generator=g)),
+])
+def test_an_objective_is_its_loss_with_the_trainer_signature(kind, path, target, options, direct):
+    objective = losses.objective(kind, path=path, target=target, **options)
+    model, (_, x0, _, _) = TinyNet(0), _draws(64)
+    y = torch.zeros(64, dtype=torch.long)
+    got = objective(model, x0, y, torch.Generator().manual_seed(5))  # called as the Trainer calls it
+    want = direct(model, x0, objective.path, y, torch.Generator().manual_seed(5))
+    assert torch.equal(got, want)
+    assert objective.target == (target or {"ddpm": "eps", "dsm": "score", "cfm": "velocity"}[kind])
+
+
+@pytest.mark.parametrize("path", [paths.VPPath(0.2, 15.0), paths.SubVPPath(), paths.VEPath(0.02, 20.0),
+                                  paths.LinearPath(0.05), paths.CosinePath(),
+                                  paths.DiscretePath.from_schedule("cosine", 1000, zero_terminal_snr=True)], ids=repr)
+def test_an_objective_is_recorded_in_json_and_rebuilt_exactly(path):
+    objective = losses.objective("diffusion", path=path, target="x0", weighting="snr")
+    record = json.loads(json.dumps(objective.to_dict()))
+    rebuilt = losses.Objective.from_dict(record)
+    assert rebuilt == objective and hash(rebuilt) == hash(objective) and type(rebuilt.path) is type(path)
+    t = torch.linspace(0.01, 1.0, 37, dtype=torch.float64)
+    assert torch.equal(rebuilt.path.alpha(t), path.alpha(t)) and torch.equal(rebuilt.path.sigma(t), path.sigma(t))
+    assert objective != losses.objective("diffusion", path=path, target="x0")  # the options count
+
+
+def test_objective_bad_input():
+    vp = paths.VPPath()
+    with pytest.raises(ValueError, match=r"objective\('ddpm'\) needs path="):
+        losses.objective("ddpm")
+    with pytest.raises(ValueError, match="target must be one of 'velocity'"):
+        losses.objective("cfm", target="eps")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        losses.objective("edm", path=vp)
+    with pytest.raises(TypeError, match="unexpected option.*generator.*come from the Trainer"):
+        losses.objective("ddpm", path=vp, generator=None)
+    with pytest.raises(TypeError, match="sigma_min is an option of objective\\('cfm'\\) without a path"):
+        losses.objective("cfm", path=paths.LinearPath(), sigma_min=0.1)
+    with pytest.raises(ValueError, match="needs a continuous path"):
+        losses.objective("ddpm", path=paths.DiscretePath.from_schedule("linear", 100), t_dist="logit_normal")
+    with pytest.raises(TypeError, match="a loss of your own needs no adapter"):
+        losses.objective(lambda m, x, y, g: x.sum())
+    assert losses.objective("cfm", sigma_min=0.1).path.sigma_min == 0.1

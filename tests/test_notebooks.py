@@ -47,3 +47,15 @@ def test_stored_outputs_are_fresh(path):
     assert all(c.execution_count for c in code), f"{path.name} has code cells without stored execution"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{path.name} stores an error output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_test_markers_are_cell_tags_not_visible_comments(path):
+    """What a reader sees is the book: nbval's markers live in cell tags, never as comments in the code, and
+    no stored output shows a warning."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        assert "NBVAL_" not in cell.source, f"{path.name}, code cell {i}: use the nbval-* cell tag, not a comment"
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                assert "Warning" not in out.text, f"{path.name}, code cell {i} stores a warning: {out.text[:200]}"

@@ -27,16 +27,54 @@ def test_endpoints_and_snr(path):
     assert path.alpha(t0).item() == pytest.approx(1.0)
     expected_sigma0 = getattr(path, "sigma_min", 0.0) if isinstance(path, paths.LinearPath) else 0.0
     assert path.sigma(t0).item() == pytest.approx(expected_sigma0, abs=1e-12)
+    assert path.sigma_at_data == pytest.approx(expected_sigma0, abs=1e-12)
     t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
-    torch.testing.assert_close(path.snr(t), path.alpha(t) ** 2 / path.sigma(t) ** 2)
     torch.testing.assert_close(path.log_snr(t), path.snr(t).log())
     assert (path.log_snr(t)[1:] < path.log_snr(t)[:-1]).all(), "log-SNR must decrease in t (t = 0 is data)"
+
+
+def _snr_by_hand(path, t):
+    """SNR(t) from each path's definition, written out without the code under test."""
+    if isinstance(path, paths.SubVPPath):
+        B = 0.1 * t + 0.5 * (20.0 - 0.1) * t**2
+        return torch.exp(-B) / (1 - torch.exp(-B)) ** 2
+    if isinstance(path, paths.VPPath):
+        B = 0.1 * t + 0.5 * (20.0 - 0.1) * t**2
+        return 1 / torch.expm1(B)
+    if isinstance(path, paths.VEPath):
+        return 1 / (0.01**2 * ((50.0 / 0.01) ** (2 * t) - 1))
+    if isinstance(path, paths.LinearPath):
+        return ((1 - t) / (path.sigma_min + (1 - path.sigma_min) * t)) ** 2
+    if isinstance(path, paths.CosinePath):
+        return 1 / torch.tan(math.pi * t / 2) ** 2
+    ab = torch.cumprod(1 - path.betas, 0)[(t * path.n_steps).round().long() - 1]  # on the grid
+    return ab / (1 - ab)
+
+
+@pytest.mark.parametrize("path", all_paths(), ids=path_id)
+def test_snr_against_formulas_written_by_hand(path):
+    t = torch.arange(1, 20, dtype=torch.float64) / 20  # on every DDPM grid of 1000 steps
+    torch.testing.assert_close(path.snr(t), _snr_by_hand(path, t), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("path", [paths.LinearPath(), paths.LinearPath(0.1), paths.CosinePath(),
+                                  paths.DiscretePath.from_schedule("linear", 1000, zero_terminal_snr=True),
+                                  paths.DiscretePath.from_schedule("cosine", 50, zero_terminal_snr=True)], ids=path_id)
+def test_alpha_is_exactly_zero_at_the_noise_end_in_every_dtype(path, dtype):
+    """cos(pi/2) is 6e-17 in float64 and -4e-8 in float32: a path whose alpha reaches 0 must give 0 exactly,
+    or the zero-SNR guard of the conversions never fires."""
+    one, zero = torch.tensor(1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)
+    assert path.alpha(one).item() == 0.0 and path.snr(one).item() == 0.0
+    assert path.alpha(zero).item() == 1.0 and path.sigma(one).item() == 1.0
+    assert path.alpha(one).dtype == dtype
+    assert torch.isfinite(path.d_alpha(one)) and torch.isfinite(path.d_sigma(one))
 
 
 @pytest.mark.parametrize("path", [paths.VPPath(), paths.CosinePath(), paths.DiscretePath.from_schedule("cosine", 100)],
                          ids=path_id)
 def test_variance_preserving(path):
-    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)  # on and between the grid points of the discrete path
     torch.testing.assert_close(path.alpha(t) ** 2 + path.sigma(t) ** 2, torch.ones_like(t))
 
 
@@ -52,20 +90,26 @@ def test_sde_coefficients_closed_form():
     torch.testing.assert_close(ve.diffusion_sq(t), 0.01**2 * 2 * math.log(r) * r ** (2 * t))
 
 
-@pytest.mark.parametrize("path", [paths.VPPath(), paths.SubVPPath(), paths.VEPath(0.01, 5.0)], ids=path_id)
-def test_forward_sde_simulation_matches_marginal(path):
-    """Euler-Maruyama on dx = f x dt + g dW from a fixed x0 reproduces mean alpha_t x0 and std sigma_t."""
+@pytest.mark.parametrize("path,t_end", [(paths.VPPath(), 1.0), (paths.SubVPPath(), 1.0), (paths.VEPath(0.01, 5.0), 1.0),
+                                         (paths.LinearPath(), 0.9), (paths.CosinePath(), 0.9)],
+                         ids=["vp", "subvp", "ve", "linear", "cosine"])
+def test_forward_sde_simulation_matches_marginal(path, t_end):
+    """Euler-Maruyama on dx = f x dt + g dW from a fixed x0 reproduces mean alpha_t x0 and std sigma_t at
+    intermediate times too (at t = 1 the start is forgotten: sub-VP with VP's g^2 would pass there)."""
     g = torch.Generator().manual_seed(1)
     n, steps, x0 = 20000, 2000, 1.5
+    checkpoints = {int(steps * q) for q in (0.25, 0.5, 1.0)}
     x = torch.full((n,), x0, dtype=torch.float64)
     for i in range(steps):
-        t = torch.tensor(i / steps, dtype=torch.float64)
-        t_mid = t + 0.5 / steps
-        x = x + path.drift(t_mid) * x / steps + (path.diffusion_sq(t_mid) / steps).sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
-    t1 = torch.tensor(1.0, dtype=torch.float64)
-    se = path.sigma(t1).item() / math.sqrt(n)
-    assert x.mean().item() == pytest.approx(path.alpha(t1).item() * x0, abs=5 * se + 1e-3)
-    assert x.std().item() == pytest.approx(path.sigma(t1).item(), rel=0.03)
+        t = torch.tensor(i / steps * t_end, dtype=torch.float64)
+        t_mid = t + 0.5 * t_end / steps
+        dt = t_end / steps
+        x = x + path.drift(t_mid) * x * dt + (path.diffusion_sq(t_mid) * dt).sqrt() * torch.randn(n, generator=g, dtype=torch.float64)
+        if i + 1 in checkpoints:
+            tq = torch.tensor((i + 1) / steps * t_end, dtype=torch.float64)
+            se = path.sigma(tq).item() / math.sqrt(n)
+            assert x.mean().item() == pytest.approx(path.alpha(tq).item() * x0, abs=5 * se + 2e-3), tq
+            assert x.std().item() == pytest.approx(path.sigma(tq).item(), rel=0.03), tq
 
 
 def test_ddpm_alpha_bar_converges_to_vp_marginal():
@@ -126,3 +170,127 @@ def test_make_path_and_bad_input():
         paths.t_from_index(1000, 1000)
     with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):
         paths.check_path("vp")
+
+
+def test_discrete_path_between_and_at_grid_points():
+    """One rule: alpha and sigma are exact on the grid and rotate at constant angular speed between grid points;
+    at a grid point the derivatives are those of the segment below it (t = 0: the first segment)."""
+    path = paths.DiscretePath.from_schedule("cosine", 10, zero_terminal_snr=True)
+    phi = torch.atan2((1 - path.alpha_bar).sqrt(), path.alpha_bar.sqrt())  # (N + 1,) grid angles
+    t = torch.tensor([0.0, 0.03, 0.1, 0.47, 0.5, 0.95, 1.0], dtype=torch.float64)
+    pos = t * 10
+    seg = (pos.ceil() - 1).clamp(0, 9).long()
+    frac = pos - pos.floor().clamp(max=9)
+    lower = pos.floor().clamp(max=9).long()
+    angle = phi[lower] + frac * (phi[lower + 1] - phi[lower])
+    torch.testing.assert_close(path.alpha(t), angle.cos(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(path.sigma(t), angle.sin(), rtol=0, atol=1e-14)
+    speed = (phi[seg + 1] - phi[seg]) * 10
+    torch.testing.assert_close(path.d_alpha(t), -angle.sin() * speed, rtol=0, atol=1e-12)
+    torch.testing.assert_close(path.d_sigma(t), angle.cos() * speed, rtol=0, atol=1e-12)
+    # the derivative at an interior grid point is the one-sided derivative from below
+    h = 1e-7
+    for grid_t in (0.3, 0.6, 1.0):
+        tt = torch.tensor(grid_t, dtype=torch.float64)
+        from_below = (path.alpha(tt) - path.alpha(tt - h)) / h
+        assert path.d_alpha(tt).item() == pytest.approx(from_below.item(), rel=1e-5)
+    assert path.alpha(torch.tensor(1.0)).item() == 0.0 and math.isfinite(path.d_alpha(torch.tensor(1.0)).item())
+
+
+def test_training_times():
+    """Continuous paths draw t uniformly on (0, 1]; the discrete path draws every grid time 1/N .. 1 and never 0."""
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    t = paths.VPPath().sample_t(20000, generator=g(), dtype=torch.float64)
+    assert t.dtype == torch.float64 and t.min() > 0 and t.max() <= 1
+    assert abs(t.mean().item() - 0.5) < 0.01 and abs(t.var().item() - 1 / 12) < 0.003
+    assert torch.equal(t, paths.VPPath().sample_t(20000, generator=g(), dtype=torch.float64))  # the generator is used
+    assert paths.VPPath().sample_t(3).dtype == torch.float32
+    assert (t != t.float().double()).any()  # drawn in float64, not float32 rounded up
+    d = paths.DiscretePath.from_schedule("linear", 50)
+    s = d.sample_t(20000, generator=g(), dtype=torch.float64)
+    steps = (s * 50).round()
+    assert s.dtype == torch.float64 and steps.min() == 1 and steps.max() == 50 and len(steps.unique()) == 50
+    assert torch.equal(s, d.sample_t(20000, generator=g(), dtype=torch.float64))
+    assert d.sample_t(3).dtype == torch.float32
+
+
+def test_sample_draws_fresh_noise_from_the_generator():
+    path = paths.CosinePath()
+    x0 = torch.full((20000, 2), 0.5, dtype=torch.float64)
+    s = path.sample(x0, 0.3, generator=torch.Generator().manual_seed(0))
+    assert s.x0 is x0 and s.t.shape == (20000,) and s.t[0].item() == pytest.approx(0.3)
+    torch.testing.assert_close(s.x_t, path.alpha(s.t)[:, None] * x0 + path.sigma(s.t)[:, None] * s.eps)
+    assert abs(s.eps.mean().item()) < 0.02 and abs(s.eps.std().item() - 1) < 0.02
+    again = path.sample(x0, 0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s.eps, again.eps)
+
+
+def test_constructors_defaults_and_repr():
+    assert repr(paths.VPPath()) == "VPPath(beta_min=0.1, beta_max=20.0)"
+    assert repr(paths.VEPath()) == "VEPath(sigma_min=0.01, sigma_max=50.0)"
+    assert repr(paths.LinearPath()) == "LinearPath(sigma_min=0.0)" and repr(paths.CosinePath()) == "CosinePath()"
+    d = paths.DiscretePath.from_schedule("linear")
+    assert d.n_steps == 1000 and d.alpha_bar[-1] > 0  # 1000 steps, not rescaled to zero terminal SNR
+    assert torch.equal(d.betas, paths.DiscretePath(linear_betas(1000)).betas)
+    assert paths.index_from_t(torch.tensor(0.999, dtype=torch.float32), 1000).item() == 998
+    assert torch.equal(paths.flip_velocity(torch.tensor([1.0, -2.0])), torch.tensor([-1.0, 2.0]))
+    assert paths.VPPath().alpha(0.3).dtype == torch.float64  # a Python number is read in float64
+
+
+def test_discrete_path_derivatives_at_every_grid_point_follow_the_rule():
+    """t = n / N computed in floating point (sometimes a hair above the grid point) must still take the segment
+    below, and alpha_bar_at must give the grid values."""
+    path = paths.DiscretePath.from_schedule("cosine", 1000)
+    n = torch.arange(1, 1001)
+    t = n.double() / 1000
+    phi = torch.atan2((1 - path.alpha_bar).sqrt(), path.alpha_bar.sqrt())
+    speed = (phi[n] - phi[n - 1]) * 1000
+    torch.testing.assert_close(path.d_sigma(t), path.alpha_bar[n].sqrt() * speed, rtol=1e-12, atol=0)
+    torch.testing.assert_close(path.alpha_bar_at(t), path.alpha_bar[n], rtol=1e-14, atol=0)
+    assert path.alpha_bar_at(torch.tensor(0.0)).item() == 1.0
+    assert path.alpha_bar_at(torch.tensor(0.5)).dtype == torch.float32  # the dtype of t, like alpha and sigma
+    # times a hair above their grid point (0.001 n is not n / 1000 in floating point) still take the segment below
+    t_above = n.double() * 0.001
+    assert ((t_above * 1000 - n) > 0).any()
+    torch.testing.assert_close(path.d_sigma(t_above), path.alpha_bar[n].sqrt() * speed, rtol=1e-9, atol=0)
+
+
+BAD_INPUT = [
+    (lambda: paths.LinearPath(sigma_min=1.0), ValueError, "sigma_min must be < 1"),
+    (lambda: paths.LinearPath(sigma_min=-0.1), ValueError, "sigma_min must be >= 0.0"),
+    (lambda: paths.LinearPath(sigma_min=1.5), ValueError, "sigma_min must be <= 1.0"),
+    (lambda: paths.VPPath(beta_min=0.0), ValueError, "beta_min must be > 0.0"),
+    (lambda: paths.VEPath(sigma_min=0.0), ValueError, "sigma_min must be > 0.0"),
+    (lambda: paths.VEPath(sigma_min=1.0, sigma_max=1.0), ValueError, "sigma_max must be > 1.0"),
+    (lambda: paths.DiscretePath(torch.tensor([0.1, 0.0], dtype=torch.float64)), ValueError, "betas must lie in (0, 1]"),
+    (lambda: paths.DiscretePath(torch.tensor([0.1, 1.5], dtype=torch.float64)), ValueError, "betas must lie in (0, 1]"),
+    (lambda: paths.DiscretePath(torch.tensor([0.1, float("nan")], dtype=torch.float64)), ValueError, "betas must lie in"),
+    (lambda: paths.DiscretePath(torch.full((2, 2), 0.1)), ValueError, "betas must have 1 dimensions"),
+    (lambda: paths.DiscretePath([0.1, 0.2]), TypeError, "betas must be a torch.Tensor"),
+    (lambda: paths.make_path("ddpm-quadratic"), ValueError, "name must be one of 'ddpm-linear', 'ddpm-cosine', 'ddpm-sigmoid'"),
+    (lambda: paths.make_path("edm"), ValueError, "name must be one of 'vp', 'subvp', 've', 'linear', 'rectified_flow', 'cosine', 'ddpm-linear', 'ddpm-cosine', 'ddpm-sigmoid'"),
+    (lambda: paths.VPPath().alpha("0.5"), TypeError, "t must be a number or a torch.Tensor"),
+    (lambda: paths.VPPath(beta_max=float("inf")), ValueError, "beta_max must be finite"),
+    (lambda: paths.VEPath(sigma_max=float("inf")), ValueError, "sigma_max must be finite"),
+    (lambda: paths.DiscretePath.from_schedule("cosine", 100, max_beta=1.5), ValueError, "max_beta must be <= 1.0"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", BAD_INPUT, ids=[m[:40] for _, _, m in BAD_INPUT])
+def test_bad_input_table(call, error, match):
+    import re
+
+    with pytest.raises(error, match=re.escape(match)):
+        call()
+
+
+@pytest.mark.parametrize("name", ["ddpm-linear", "ddpm-cosine", "ddpm-sigmoid"])
+def test_make_path_builds_each_ddpm_schedule(name):
+    path = paths.make_path(name, n_steps=50)
+    assert isinstance(path, paths.DiscretePath) and path.n_steps == 50
+    assert torch.equal(path.betas, paths.DiscretePath.from_schedule(name[5:], 50).betas)
+
+
+def test_discrete_path_keeps_its_tables_in_float64():
+    path = paths.DiscretePath(linear_betas(100).float())
+    assert path.betas.dtype == torch.float64 and path.alpha_bar.dtype == torch.float64

@@ -1,5 +1,7 @@
 """Samplers driven by exact oracles reproduce the data; single steps agree with diffusers in float64."""
 
+import re
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -29,6 +31,18 @@ CASES = [
     ("annealed_langevin", paths.VEPath(0.01, 10.0), grids.uniform(20), "score", {"n_steps_each": 50, "step_lr": 1e-4}),
     ("dpm_solver_pp_2m", paths.VPPath(), grids.uniform(20), "eps", {}),
     ("dpm_solver_pp_2m", paths.CosinePath(), grids.uniform(15), "v", {}),
+    # the reverse SDE from t = 1 on every kind of path, including those with alpha_1 = 0 (f and g^2 infinite there)
+    ("euler_maruyama", paths.VEPath(0.01, 10.0), grids.uniform(100), "score", {}),
+    ("euler_maruyama", paths.SubVPPath(), grids.uniform(100), "eps", {}),
+    ("euler_maruyama", paths.LinearPath(), grids.uniform(100), "velocity", {}),
+    ("euler_maruyama", paths.CosinePath(), grids.uniform(100), "v", {}),
+    ("predictor_corrector", paths.VEPath(0.01, 10.0), grids.uniform(100), "score", {}),
+    ("predictor_corrector", paths.LinearPath(), grids.uniform(100), "x0", {}),
+    ("predictor_corrector", paths.CosinePath(), grids.uniform(100), "v", {}),
+    ("predictor_corrector", _D("linear", 1000, zero_terminal_snr=True), grids.ddpm_grid(100, 1000), "v", {}),
+    # the ODE solvers with v-prediction on zero terminal SNR (d alpha/dt was infinite at t = 1)
+    ("heun", _D("linear", 1000, zero_terminal_snr=True), grids.uniform(30), "v", {}),
+    ("rk4", _D("linear", 1000, zero_terminal_snr=True), grids.uniform(10), "v", {}),
 ]
 
 
@@ -266,3 +280,400 @@ def test_bad_input():
         samplers.ddim(model, x, grids.uniform(3), path, y=torch.zeros(4))
     with pytest.raises(FloatingPointError, match="NaN"):
         samplers.euler(lambda x, t, y=None: x * float("nan"), x, grids.uniform(3), path)
+
+
+# --- the ends of time -----------------------------------------------------------------------------------------
+_ZERO_SNR = [paths.LinearPath(), paths.CosinePath(), paths.DiscretePath.from_schedule("linear", 1000, zero_terminal_snr=True)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", _ZERO_SNR, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
+def test_eps_and_score_cannot_start_where_alpha_is_zero(name, path, dtype):
+    """At alpha_1 = 0, eps (and the score) say nothing about x0: every sampler refuses clearly, in every dtype,
+    instead of dividing by a rounding error (cos(pi/2) = -4e-8 in float32 once sent DDIM to |x| ~ 1e11)."""
+    oracle = oracles.eight_gaussians().as_model(path, "eps")
+    noisy = lambda x, t, y=None: oracle(x, t) + 1e-3  # noqa: E731  a nearly perfect eps model
+    x = samplers.prior(path, (64, 2), generator=torch.Generator().manual_seed(0), dtype=dtype)
+    for target, model in (("eps", noisy), ("score", lambda x, t, y=None: -noisy(x, t) / path.sigma(t)[:, None])):
+        with pytest.raises(ValueError, match="use target='v'"):
+            samplers.get_sampler(name)(model, x, grids.uniform(10), path, target=target,
+                                       generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("path", _ZERO_SNR, ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("target", ["v", "x0", "velocity"])
+def test_informative_targets_stay_accurate_from_t1_in_float32(path, target):
+    """A model with a 1e-3 error, sampled from t = 1 in float32, stays bounded and lands, for 90% of the samples,
+    within 0.01 of the exact sampler in float64 (a few samples near a boundary between modes may switch mode)."""
+    oracle = oracles.eight_gaussians().as_model(path, target)
+    x = samplers.prior(path, (256, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    exact = samplers.ddim(oracle, x.double(), grids.uniform(50), path, target=target)
+    for name in ("ddim", "euler", "dpm_solver_pp_2m"):
+        out = samplers.get_sampler(name)(lambda x, t, y=None: oracle(x, t) + 1e-3, x, grids.uniform(50), path,
+                                         target=target)
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()
+        ref = exact if name == "ddim" else samplers.get_sampler(name)(oracle, x.double(), grids.uniform(50), path,
+                                                                      target=target)
+        assert out.abs().max() < 6.0, name  # the data lie within radius 4 + 3 std
+        assert (out.double() - ref).norm(dim=1).quantile(0.9) < 0.01, name
+
+
+def test_ddim_rejects_eta_above_one():
+    gmm, path = oracles.eight_gaussians(), paths.VPPath()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="eta must be <= 1"):
+        samplers.ddim(gmm.as_model(path), x, grids.uniform(5), path, eta=1.5)
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm_solver_pp_2m"])
+def test_linear_path_with_sigma_min_ends_at_the_blurred_data(name):
+    """On LinearPath(sigma_min > 0), t = 0 is not clean data: sigma_0 = sigma_min, so a sampler that reaches
+    t = 0 returns the data blurred by N(0, sigma_min^2) -- here 8 Gaussians of std sqrt(0.3^2 + 0.4^2) = 0.5."""
+    path = paths.LinearPath(sigma_min=0.4)
+    assert path.sigma_at_data == pytest.approx(0.4) and paths.VPPath().sigma_at_data == 0.0
+    g = torch.Generator().manual_seed(0)
+    x = samplers.prior(path, (N_SAMPLES, 2), generator=g, dtype=torch.float64)
+    out = samplers.get_sampler(name)(oracles.eight_gaussians().as_model(path, "velocity"), x, grids.uniform(100),
+                                     path, target="velocity")
+    blurred = oracles.GaussianMixture(oracles.eight_gaussians().means, stds=0.5).sample(N_SAMPLES, generator=g)
+    sharp = oracles.eight_gaussians().sample(N_SAMPLES, generator=g)
+    assert distances.mmd(out, blurred).item() < MMD_BOUND
+    assert distances.mmd(out, sharp).item() > MMD_WRONG_MIN
+
+
+# --- convergence order of the ODE solvers against exact answers -------------------------------------------------
+def _order(errors, ns):
+    """Least-squares slope of log(error) against log(1 / n_steps)."""
+    import math
+
+    xs, ys = [math.log(1 / n) for n in ns], [math.log(e) for e in errors]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+
+
+ORDERS = {"euler": 1, "heun": 2, "rk4": 4, "dpm_solver_pp_2m": 2}
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_ode_solver_order_on_a_gaussian_with_exact_flow_map(name):
+    """For Gaussian data N(mu, s^2 I) the probability-flow ODE maps x_1 to mu + s (x_1 - alpha_1 mu) / std_1 exactly.
+    The error at t = 0 must fall as h^p with the solver's order p: replacing Heun by Euler, RK4 by Heun or
+    DPM-Solver++(2M) by DDIM changes the slope by at least one."""
+    mu, s, path = torch.tensor([[0.8, -0.4]], dtype=torch.float64), 0.5, paths.VEPath(0.01, 10.0)
+    gaussian = oracles.GaussianMixture(mu, stds=s)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * path.sigma(one)
+    exact = mu + s * (x - path.alpha(one) * mu) / (path.alpha(one) ** 2 * s**2 + path.sigma(one) ** 2).sqrt()
+    ns = (32, 64, 128, 256)
+    errors = [(samplers.get_sampler(name)(gaussian.as_model(path, "score"), x, grids.uniform(n), path,
+                                          target="score") - exact).abs().max().item() for n in ns]
+    assert abs(_order(errors, ns) - ORDERS[name]) < 0.35, f"errors {errors}: order {_order(errors, ns):.2f}"
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "rk4"])
+def test_ode_solver_order_on_a_mixture_against_scipy(name):
+    """A nonlinear field (three Gaussians, rectified flow): the reference is SciPy's DOP853 at tolerance 1e-12."""
+    from scipy.integrate import solve_ivp
+
+    means = torch.tensor([[-1.0, 0.5], [1.5, -0.5], [0.3, 1.2]], dtype=torch.float64)
+    gmm = oracles.GaussianMixture(means, stds=torch.tensor([0.5, 0.7, 0.6], dtype=torch.float64))
+    path = paths.LinearPath()
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def field(t, flat):
+        return gmm.velocity(torch.tensor(flat.reshape(-1, 2)), torch.tensor(t, dtype=torch.float64), path).numpy().ravel()
+
+    sol = solve_ivp(field, (1.0, 0.0), x.numpy().ravel(), method="DOP853", rtol=1e-12, atol=1e-12)
+    exact = torch.tensor(sol.y[:, -1].reshape(-1, 2))
+    ns = (8, 16, 32, 64)
+    errors = [(samplers.get_sampler(name)(gmm.as_model(path, "velocity"), x, grids.uniform(n), path,
+                                          target="velocity") - exact).abs().max().item() for n in ns]
+    assert abs(_order(errors, ns) - ORDERS[name]) < 0.35, f"errors {errors}: order {_order(errors, ns):.2f}"
+
+
+# --- the predictor-corrector step, written independently from Song et al. (2021), Algorithms 4-5 -----------------
+def _song_pc(score, x, grid, snr, n_corrector, f_g2_a, g):
+    """Reference PC sampler: Langevin corrector with step 2 alpha_i (r |z| / |score|)^2 (batch-mean norms, as in
+    the paper's code), then an Euler-Maruyama predictor on the reverse SDE; no noise on the final step."""
+    for t, s in zip(grid[:-1], grid[1:]):
+        f, g2, alpha_i = f_g2_a(t, s)
+        for _ in range(n_corrector):
+            grad = score(x, t)
+            z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            step = 2 * alpha_i * (snr * z.norm(dim=-1).mean() / grad.norm(dim=-1).mean()) ** 2
+            x = x + step * grad + (2 * step).sqrt() * z
+        h = t - s
+        x = x - (f * x - g2 * score(x, t)) * h
+        if s > 0:
+            x = x + (g2 * h) ** 0.5 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    return x
+
+
+def _vp_coefficients(beta_min=0.1, beta_max=20.0):
+    import math
+
+    B = lambda t: beta_min * t + 0.5 * (beta_max - beta_min) * t**2  # noqa: E731
+    beta = lambda t: beta_min + t * (beta_max - beta_min)  # noqa: E731
+    return lambda t, s: (-0.5 * beta(t), beta(t), math.exp(-(B(t) - B(s))))  # f, g^2, alpha_i = 1 - beta_i
+
+
+def _ve_coefficients(sigma_min=0.01, sigma_max=10.0):
+    import math
+
+    r = sigma_max / sigma_min
+    return lambda t, s: (0.0, sigma_min**2 * 2 * math.log(r) * r ** (2 * t), 1.0)
+
+
+@pytest.mark.parametrize("n_corrector", [1, 3])
+@pytest.mark.parametrize("path,coefficients", [(paths.VPPath(), _vp_coefficients()),
+                                               (paths.VEPath(0.01, 10.0), _ve_coefficients())], ids=["VP", "VE"])
+def test_predictor_corrector_matches_song_et_al(path, coefficients, n_corrector):
+    gmm = oracles.eight_gaussians()
+    grid = grids.uniform(25, t_max=0.999) if isinstance(path, paths.VPPath) else grids.uniform(25)
+    x = samplers.prior(path, (200, 2), t=float(grid[0]), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = samplers.predictor_corrector(gmm.as_model(path, "score"), x, grid, path, target="score", snr=0.3,
+                                        n_corrector=n_corrector, generator=torch.Generator().manual_seed(1))
+    ref = _song_pc(lambda z, t: gmm.score(z, t, path), x, grid.tolist(), 0.3, n_corrector, coefficients,
+                   torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8)
+    without = samplers.predictor_corrector(gmm.as_model(path, "score"), x, grid, path, target="score", snr=0.3,
+                                           n_corrector=0, generator=torch.Generator().manual_seed(1))
+    assert (without - ref).abs().max() > 0.1  # the corrector changes the samples
+
+
+@pytest.mark.parametrize("path,coefficients", [(paths.VPPath(), _vp_coefficients()),
+                                               (paths.VEPath(0.01, 10.0), _ve_coefficients())], ids=["VP", "VE"])
+def test_euler_maruyama_matches_the_reverse_sde_written_by_hand(path, coefficients):
+    gmm = oracles.eight_gaussians()
+    grid = grids.uniform(25, t_max=0.999) if isinstance(path, paths.VPPath) else grids.uniform(25)
+    x = samplers.prior(path, (200, 2), t=float(grid[0]), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = samplers.euler_maruyama(gmm.as_model(path, "eps"), x, grid, path, target="eps",
+                                   generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    ref = _song_pc(lambda z, t: gmm.score(z, t, path), x, grid.tolist(), 0.3, 0, coefficients,
+                   torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours.samples, ref, rtol=0, atol=1e-8)
+
+
+def test_annealed_langevin_matches_song_and_ermon():
+    """Algorithm 1 of Song & Ermon (2019), written out: alpha_i = eps sigma_i^2 / sigma_L^2 and
+    x <- x + alpha_i / 2 score + sqrt(alpha_i) z, so that step_lr = eps / 2; then one Tweedie step to t = 0."""
+    import math
+
+    gmm, path = oracles.eight_gaussians(), paths.VEPath(0.01, 10.0)
+    grid = grids.uniform(6)
+    x = samplers.prior(path, (100, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = samplers.annealed_langevin(gmm.as_model(path, "score"), x, grid, path, target="score", n_steps_each=4,
+                                      step_lr=3e-4, generator=torch.Generator().manual_seed(1))
+    g, eps_lr = torch.Generator().manual_seed(1), 2 * 3e-4
+    sigma = lambda t: 0.01 * math.sqrt((10.0 / 0.01) ** (2 * t) - 1)  # noqa: E731
+    ref, ts = x.clone(), grid.tolist()
+    for t in ts[:-1]:
+        alpha_i = eps_lr * sigma(t) ** 2 / sigma(ts[-2]) ** 2
+        for _ in range(4):
+            z = torch.randn(ref.shape, generator=g, dtype=ref.dtype)
+            ref = ref + alpha_i / 2 * gmm.score(ref, t, path) + math.sqrt(alpha_i) * z
+    ref = ref + sigma(ts[-2]) ** 2 * gmm.score(ref, ts[-2], path)  # Tweedie: E[x0 | x] on the VE path
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8)
+
+
+# --- every sampler forwards what it is given, and its defaults are the documented ones ---------------------------
+_TWO_POINTS = oracles.GaussianMixture(torch.tensor([[1.5, -0.5], [-1.5, 0.5]], dtype=torch.float64), stds=0.0,
+                                      labels=torch.tensor([0, 1]))
+_EXACT = {"ddpm", "ddim", "euler", "heun", "rk4", "annealed_langevin", "dpm_solver_pp_2m"}  # land exactly on x0
+
+
+def _setup(name):
+    path = paths.LinearPath() if name in ("euler", "heun", "rk4") else paths.VPPath()
+    target = "velocity" if isinstance(path, paths.LinearPath) else "eps"
+    opts = {"n_steps_each": 3} if name == "annealed_langevin" else {}
+    n_steps = 7 if name in _EXACT else 200
+    return path, target, opts, grids.uniform(n_steps)
+
+
+@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
+def test_labels_guidance_and_clipping_reach_the_model(name):
+    """Two training points with labels 0 and 1 (the ideal denoiser): y = 1 lands on the second point; with
+    clip_x0 = 1 on the clipped point; guidance != 1 needs the null label, which must be passed along."""
+    path, target, opts, ts = _setup(name)
+    model = _TWO_POINTS.as_model(path, target)
+    x = samplers.prior(path, (256, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.ones(256, dtype=torch.long)
+    tol = 1e-9 if name in _EXACT else 0.1
+
+    def run(**kw):
+        return samplers.get_sampler(name)(model, x, ts, path, target=target, generator=torch.Generator().manual_seed(1),
+                                          **opts, **kw)
+
+    second, clipped = torch.tensor([-1.5, 0.5], dtype=torch.float64), torch.tensor([-1.0, 0.5], dtype=torch.float64)
+    assert (run(y=y).mean(0) - second).abs().max() < tol
+    assert (run(y=y, clip_x0=1.0).mean(0) - clipped).abs().max() < tol
+    if name in _EXACT:
+        torch.testing.assert_close(run(y=y), second.expand(256, 2), rtol=0, atol=1e-9)
+    assert torch.isfinite(run(y=y, guidance=2.0, null_label=2)).all()  # needs the null label passed along
+
+
+_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "rk4": "RK4",
+          "euler_maruyama": "Euler-Maruyama", "predictor_corrector": "Predictor-corrector",
+          "annealed_langevin": "Annealed Langevin", "dpm_solver_pp_2m": "DPM-Solver++(2M)"}
+
+
+@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
+def test_defaults_progress_and_error_messages(name, capsys):
+    _, _, opts, ts = _setup(name)
+    path = paths.VPPath()
+    eps_model = oracles.eight_gaussians().as_model(path, "eps")
+    x = samplers.prior(path, (8, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fn = samplers.get_sampler(name)
+    # target="eps", no trajectory, no progress bar by default
+    default = fn(eps_model, x, ts, path, generator=torch.Generator().manual_seed(1), **opts)
+    assert isinstance(default, torch.Tensor)
+    explicit = fn(eps_model, x, ts, path, target="eps", return_trajectory=False, progress=False,
+                  generator=torch.Generator().manual_seed(1), **opts)
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    assert capsys.readouterr().err == ""
+    fn(eps_model, x, ts, path, progress=True, generator=torch.Generator().manual_seed(1), **opts)
+    assert _NAMES[name] in capsys.readouterr().err  # a progress bar, labelled with the sampler's name
+    with pytest.raises(FloatingPointError, match=f"^{re.escape(_NAMES[name])} produced NaN"):
+        fn(lambda x, t, y=None: x * float("nan"), x, ts, path, **opts)
+
+
+def test_sampler_option_defaults():
+    gmm, path = oracles.eight_gaussians(), paths.VPPath()
+    x = samplers.prior(path, (16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model, ts = gmm.as_model(path), grids.uniform(6)
+    for fn, documented in [(samplers.predictor_corrector, {"n_corrector": 1, "snr": 0.16}),
+                           (samplers.annealed_langevin, {"n_steps_each": 100, "step_lr": 2e-5}),
+                           (samplers.ddpm, {"variance": "beta_tilde"}), (samplers.ddim, {"eta": 0.0})]:
+        a = fn(model, x, ts, path, generator=torch.Generator().manual_seed(1))
+        b = fn(model, x, ts, path, generator=torch.Generator().manual_seed(1), **documented)
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=fn.__name__)
+
+
+@pytest.mark.parametrize("path", [paths.LinearPath(), paths.CosinePath()], ids=["linear", "cosine"])
+@pytest.mark.parametrize("name", ["euler_maruyama", "predictor_corrector"])
+def test_reverse_sde_step_from_alpha_zero_is_the_exact_posterior(name, path):
+    """Where alpha_t = 0 the step is q(x_s | x_t, x0_hat): for one training point x*, x_s ~ N(alpha_s x*, sigma_s^2)
+    exactly, the true marginal; the step to t = 0 adds no noise and lands on x*."""
+    star = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
+    model = oracles.GaussianMixture.from_data(star).as_model(path, "x0")
+    x = samplers.prior(path, (20000, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fn = samplers.get_sampler(name)
+    traj = fn(model, x, torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), path, target="x0", return_trajectory=True,
+              generator=torch.Generator().manual_seed(1))
+    a, s = (float(f(torch.tensor(0.5, dtype=torch.float64))) for f in (path.alpha, path.sigma))
+    mid = traj.xs[1]
+    assert (mid.mean(0) - a * star[0]).abs().max() < 4 * s / 20000**0.5
+    assert (mid.std(0) - s).abs().max() < 0.02 * s
+    one_step = fn(model, x, torch.tensor([1.0, 0.0], dtype=torch.float64), path, target="x0",
+                  generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(one_step, star.expand(20000, 2), rtol=0, atol=1e-12)
+
+
+def test_denoiser_details():
+    path, gmm = paths.VPPath(), oracles.eight_gaussians()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    den = samplers.Denoiser(gmm.as_model(path), path)  # target="eps" by default
+    x0, eps = den(x, 0.4)
+    torch.testing.assert_close(eps, gmm.eps(x, 0.4, path))
+    torch.testing.assert_close(den.prediction(x, torch.tensor(0.4, dtype=torch.float64)), den.prediction(x, 0.4))
+    # a model that takes no labels is called without them
+    plain = samplers.Denoiser(lambda x, t: gmm.eps(x, t, path), path)
+    torch.testing.assert_close(plain(x, 0.4)[1], eps)
+    from diffkit import models
+
+    with pytest.warns(UserWarning, match="label_dropout=0"):
+        samplers.Denoiser(models.MLP(num_classes=3, label_dropout=0.0), path, y=torch.zeros(6, dtype=torch.long),
+                          guidance=3.0, null_label=3)
+
+
+# --- bad input: a table, so that the list can grow --------------------------------------------------------------
+_P, _X, _M = paths.VPPath(), torch.zeros(4, 2, dtype=torch.float64), oracles.eight_gaussians().as_model(paths.VPPath())
+_TS = grids.uniform(4)
+BAD_INPUT = [
+    (lambda: samplers.prior(_P, (4, 2), t=0.0), ValueError, "t must be > 0.0"),
+    (lambda: samplers.prior(_P, (4, 2), t=1.5), ValueError, "t must be <= 1.0"),
+    (lambda: samplers.prior(_P, (4, 2), t="1"), TypeError, "t must be a number"),
+    (lambda: samplers.prior(_P, ()), ValueError, "shape must be a tuple of positive ints"),
+    (lambda: samplers.prior(_P, (0, 2)), ValueError, "shape must be a tuple of positive ints"),
+    (lambda: samplers.prior(_P, (4, 2.0)), ValueError, "shape must be a tuple of positive ints"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, eta=-0.1), ValueError, "eta must be >= 0.0"),
+    (lambda: samplers.ddpm(_M, _X, _TS, _P, variance="large"), ValueError, "variance must be one of"),
+    (lambda: samplers.predictor_corrector(_M, _X, _TS, _P, snr=0.0), ValueError, "snr must be > 0.0"),
+    (lambda: samplers.predictor_corrector(_M, _X, _TS, _P, n_corrector=-1), ValueError, "n_corrector must be an integer >= 0"),
+    (lambda: samplers.annealed_langevin(_M, _X, _TS, _P, step_lr=0.0), ValueError, "step_lr must be > 0.0"),
+    (lambda: samplers.annealed_langevin(_M, _X, _TS, _P, n_steps_each=0), ValueError, "n_steps_each must be an integer >= 1"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, guidance=-1.0), ValueError, "guidance must be >= 0.0"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, y=torch.zeros(4, dtype=torch.long), guidance=2.0, null_label=True),
+     TypeError, "null_label must be an int"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, y=[0, 0, 0, 0]), ValueError, "y must be a 1-D integer tensor"),
+    (lambda: samplers.ddim(_M, _X, [1.0, 0.5, 0.0], _P), ValueError, "ts must be a 1-D tensor"),
+    (lambda: samplers.ddim(_M, _X, torch.tensor([1.0, 0.5, 0.5, 0.0]), _P), ValueError, "strictly decreasing"),
+    (lambda: samplers.ddim(_M, torch.zeros(2), _TS, _P), ValueError, "x must have at least 2 dimension"),
+    (lambda: samplers.ddim(_M, torch.zeros(4, 2, dtype=torch.long), _TS, _P), TypeError, "x must be a floating-point"),
+    (lambda: samplers.ddim("model", _X, _TS, _P), TypeError, "model must be callable"),
+    (lambda: samplers.ddim(_M, torch.full((4, 2), float("nan"), dtype=torch.float64), _TS, _P), ValueError,
+     "x contains NaN or infinite values"),
+    (lambda: samplers.ddim(_M, torch.zeros(0, 2, dtype=torch.float64), _TS, _P), ValueError,
+     "x must hold at least one sample"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, guidance=float("inf")), ValueError, "guidance must be finite"),
+    (lambda: samplers.ddim(_M, _X, _TS, _P, y=torch.zeros(3, dtype=torch.long)), ValueError,
+     "y must have one label per sample (4)"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", BAD_INPUT, ids=[m for _, _, m in BAD_INPUT])
+def test_bad_input_table(call, error, match):
+    with pytest.raises(error, match=re.escape(match)):
+        call()
+
+
+def test_a_float32_network_samples_from_float64_noise():
+    """The sampler's arithmetic stays in x's dtype; the network sees its own dtype (no 'mat1 and mat2' error)."""
+    from diffkit import models
+
+    torch.manual_seed(0)
+    net = models.MLP(dim=2, hidden=32, depth=2).eval()
+    path = paths.LinearPath()
+    x = samplers.prior(path, (16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = samplers.euler(net, x, grids.uniform(4), path, target="velocity")
+    assert out.dtype == torch.float64
+    ref = samplers.euler(net, x.float(), grids.uniform(4), path, target="velocity")
+    torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_prior_is_the_noise_of_the_path_at_t():
+    path = paths.VEPath(0.01, 10.0)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    x = samplers.prior(path, (20000, 2), t=0.5, generator=g(), dtype=torch.float64)
+    assert x.dtype == torch.float64 and x.shape == (20000, 2)
+    assert abs(x.std().item() / path.sigma(torch.tensor(0.5)).item() - 1) < 0.02 and abs(x.mean().item()) < 0.02
+    assert torch.equal(x, samplers.prior(path, (20000, 2), t=0.5, generator=g(), dtype=torch.float64))
+    assert torch.equal(x, samplers.prior(path, (20000, 2), t=0.5, generator=g(), dtype=torch.float64, device="cpu"))
+    assert samplers.prior(path, (3, 2)).dtype == torch.float32
+    assert samplers.prior(path, (1, 2)).shape == (1, 2)  # one sample is a valid batch
+
+
+@pytest.mark.parametrize("name", ["euler_maruyama", "predictor_corrector"])
+def test_reverse_sde_from_alpha_zero_is_reproducible(name):
+    path = paths.LinearPath()
+    model = oracles.eight_gaussians().as_model(path, "v")
+    x = samplers.prior(path, (64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = lambda seed: samplers.get_sampler(name)(model, x, torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64),  # noqa: E731
+                                                  path, target="v", generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
+
+
+def test_denoiser_takes_a_time_per_sample_and_warns_only_for_guidance():
+    import warnings
+
+    from diffkit import models
+
+    path, gmm = paths.VPPath(), oracles.eight_gaussians()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    den = samplers.Denoiser(gmm.as_model(path), path)
+    torch.testing.assert_close(den.prediction(x, torch.full((6,), 0.4, dtype=torch.float64)), den.prediction(x, 0.4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        samplers.Denoiser(models.MLP(num_classes=3, label_dropout=0.0), path, y=torch.zeros(6, dtype=torch.long),
+                          guidance=1.0, null_label=3)

@@ -1,11 +1,13 @@
+import io
 import os
+import sys
 
 import pytest
 import torch
 from torch import nn
 
-from diffkit import checkpoints, losses, oracles
-from diffkit.training import EMA, TrainConfig, Trainer, TrainingDiverged
+from diffkit import checkpoints, losses, oracles, paths
+from diffkit.training import EMA, TrainConfig, Trainer, TrainingDiverged, seed_everything
 
 
 class Net(nn.Module):
@@ -59,7 +61,7 @@ def test_nan_loss_stops_training_and_keeps_the_checkpoint(tmp_path):
     calls = {"n": 0}
 
     def flaky(model, x, y, g):
-        calls["n"] += 1
+        calls["n"] += model.training  # not the Trainer's trial call (eval mode) at construction
         loss = cfm(model, x, y, g)
         return loss * float("nan") if calls["n"] == 8 else loss
 
@@ -100,8 +102,11 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
 def test_resuming_with_another_config_is_refused(tmp_path):
     ckpt = tmp_path / "run.safetensors"
     Trainer(Net(), cfm, toy_data(), TrainConfig(steps=3, batch_size=8), device="cpu", checkpoint_path=ckpt).fit(progress=False)
-    with pytest.raises(checkpoints.CheckpointError, match="different TrainConfig"):
-        Trainer(Net(), cfm, toy_data(), TrainConfig(steps=3, batch_size=8, lr=1.0), device="cpu", checkpoint_path=ckpt)
+    with pytest.raises(checkpoints.CheckpointError, match="different TrainConfig") as err:
+        Trainer(Net(), cfm, toy_data(), TrainConfig(steps=3, batch_size=4, lr=1.0), device="cpu", checkpoint_path=ckpt)
+    differ = [line.strip() for line in str(err.value).splitlines() if " in the checkpoint, " in line]
+    assert differ == ["batch_size: 8 in the checkpoint, 4 now", "lr: 0.0002 in the checkpoint, 1.0 now"]  # only those
+    assert "raise TrainConfig.steps" in str(err.value)
 
 
 def test_ema_follows_its_formula():
@@ -138,7 +143,7 @@ def test_bad_input():
         TrainConfig(steps=1, lr=0.0)
     with pytest.raises(TypeError, match="data must be a tensor"):
         Trainer(Net(), cfm, [1, 2, 3], TrainConfig(steps=1), device="cpu")
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module or a function build"):
         Trainer(lambda x, t: x, cfm, toy_data(), TrainConfig(steps=1), device="cpu")
     with pytest.raises(TypeError, match="loss_fn must return a scalar tensor"):
         Trainer(Net(), lambda m, x, y, g: m(x, torch.zeros(len(x))), toy_data(), TrainConfig(steps=1),
@@ -176,3 +181,140 @@ def test_device_is_chosen_automatically(monkeypatch):
     assert default_device().type == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert default_device().type == "cpu"
+
+
+def test_raising_steps_trains_longer_from_the_checkpoint(tmp_path):
+    """Only steps may change on resume, and the longer run equals an uninterrupted one of that length."""
+    ckpt = tmp_path / "run.safetensors"
+    Trainer(lambda: Net(), cfm, toy_data(), TrainConfig(steps=6, batch_size=8), device="cpu",
+            checkpoint_path=ckpt).fit(progress=False)
+    longer = Trainer(lambda: Net(), cfm, toy_data(), TrainConfig(steps=10, batch_size=8, checkpoint_every=2),
+                     device="cpu", checkpoint_path=ckpt)
+    assert longer.step == 6
+    longer.fit(progress=False)
+    straight = Trainer(lambda: Net(), cfm, toy_data(), TrainConfig(steps=10, batch_size=8), device="cpu")
+    straight.fit(progress=False)
+    for a, b in zip(straight.model.state_dict().values(), longer.model.state_dict().values()):
+        assert torch.equal(a, b)
+    shorter = Trainer(lambda: Net(), cfm, toy_data(), TrainConfig(steps=4, batch_size=8), device="cpu",
+                      checkpoint_path=ckpt)
+    shorter.fit(progress=False)  # already past 4 steps: nothing to do
+    assert shorter.step == 10 and shorter.losses == straight.losses
+
+
+def test_resuming_with_another_objective_is_refused(tmp_path):
+    ckpt = tmp_path / "run.safetensors"
+    vp = paths.VPPath()
+    config = TrainConfig(steps=2, batch_size=8)
+    Trainer(Net(), losses.objective("ddpm", path=vp), toy_data(), config, device="cpu",
+            checkpoint_path=ckpt).fit(progress=False)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        Trainer(Net(), losses.objective("ddpm", path=vp, target="v"), toy_data(), config, device="cpu",
+                checkpoint_path=ckpt)
+    assert [line.strip() for line in str(err.value).splitlines() if "in the checkpoint," in line] == \
+        ["objective.target: 'eps' in the checkpoint, 'v' now"]
+
+
+def test_checkpoint_path_is_checked_before_training(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        Trainer(Net(), cfm, toy_data(), TrainConfig(steps=1), device="cpu", checkpoint_path=tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(checkpoints.CheckpointError, match="cannot write to"):
+        Trainer(Net(), cfm, toy_data(), TrainConfig(steps=1), device="cpu",
+                checkpoint_path=tmp_path / "a_file" / "run.safetensors")
+
+
+# --- pieces that fit without glue -------------------------------------------------------------------------------
+def test_a_diffkit_loss_or_objective_is_a_loss_fn():
+    """losses.cfm_loss as it is, and its objective, train exactly as the hand-written adapter does."""
+    config = TrainConfig(steps=5, batch_size=16)
+    runs = [Trainer(lambda: Net(), fn, toy_data(), config, device="cpu")
+            for fn in (cfm, losses.cfm_loss, losses.objective("cfm"))]
+    for run in runs:
+        run.fit(progress=False)
+    assert runs[0].objective is None
+    assert runs[1].objective == runs[2].objective == losses.objective("cfm", path=paths.LinearPath(0.0))
+    assert runs[2].objective.target == "velocity"
+    for run in runs[1:]:
+        assert run.losses == runs[0].losses
+        for a, b in zip(runs[0].model.parameters(), run.model.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_raw_loss_that_needs_a_path_names_the_adapter():
+    with pytest.raises(TypeError, match=r"losses\.objective\('ddpm', path=\.\.\., target=\.\.\.\)"):
+        Trainer(Net(), losses.ddpm_loss, toy_data(), TrainConfig(steps=1), device="cpu")
+
+
+def test_wrong_signatures_fail_at_construction_with_the_expected_one():
+    expected = r"loss_fn\(model, x0, y, generator\) -> scalar tensor"
+    with pytest.raises(TypeError, match="cannot take those four arguments") as err:
+        Trainer(Net(), lambda model, x0: model(x0, torch.zeros(len(x0))).sum(), toy_data(), TrainConfig(steps=1),
+                device="cpu")
+    assert "loss_fn(model, x0, y, generator)" in str(err.value)
+    with pytest.raises(TypeError, match=expected) as err:  # the error of the issue: a loss called positionally
+        Trainer(Net(), lambda m, x, y, g: losses.cfm_loss(m, x, y, g), toy_data(), TrainConfig(steps=1), device="cpu")
+    assert "trial batch of 2" in str(err.value) and "cfm_loss() takes 2 positional arguments" in str(err.value)
+    with pytest.raises(TypeError, match=r"data\(batch_size, generator\) -> \(x, y\).*return x, None"):
+        Trainer(Net(), cfm, lambda n, g: toy_data()[:n], TrainConfig(steps=1), device="cpu")
+
+
+def test_float64_data_is_cast_to_the_model_dtype():
+    seen = []
+
+    def record(model, x, y, g):
+        seen.append(x.dtype)
+        return cfm(model, x, y, g)
+
+    config = TrainConfig(steps=4, batch_size=16)
+    as64 = Trainer(lambda: Net(), record, toy_data().double(), config, device="cpu")
+    as64.fit(progress=False)
+    as32 = Trainer(lambda: Net(), cfm, toy_data(), config, device="cpu")
+    as32.fit(progress=False)
+    assert set(seen) == {torch.float32}
+    assert as64.losses == as32.losses  # the same values after the cast: the same run
+
+    def toy(n, g):  # a float64 sampler
+        return oracles.eight_gaussians().sample(n, generator=g), None
+
+    assert len(Trainer(Net(), cfm, toy, config, device="cpu").fit(progress=False)) == 4
+
+
+def test_the_seed_fixes_the_whole_run_initialisation_included():
+    config = TrainConfig(steps=5, batch_size=16, seed=7)
+    runs = []
+    for disturb in (0, 1):
+        torch.manual_seed(1000 + disturb)  # another global RNG state before each run
+        trainer = Trainer(lambda: Net(), cfm, toy_data(), config, device="cpu")
+        trainer.fit(progress=False)
+        runs.append(trainer)
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()):
+        assert torch.equal(a, b)
+    seed_everything(7)  # the documented way for a model built outside the Trainer: the same initial weights
+    initial = Net()
+    first = Trainer(lambda: Net(), cfm, toy_data(), config, device="cpu")
+    other = Trainer(lambda: Net(), cfm, toy_data(), TrainConfig(steps=5, batch_size=16, seed=8), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(initial.parameters(), first.model.parameters()))
+    assert not torch.equal(other.model.f[0].weight, first.model.f[0].weight)
+
+
+def _progress_output(monkeypatch, **fit_args):
+    stream = io.StringIO()  # not a TTY, like a CI log
+    monkeypatch.setattr(sys, "stderr", stream)
+    trainer = Trainer(Net(), cfm, toy_data(), TrainConfig(steps=10**6, batch_size=8), device="cpu")
+    trainer.fit(**fit_args)
+    return trainer, stream.getvalue()
+
+
+def test_time_budget_progress_counts_seconds_and_keeps_logs_short(monkeypatch):
+    trainer, out = _progress_output(monkeypatch, max_seconds=1.5)
+    assert trainer.step > 30  # many steps ...
+    assert 1 <= out.count("\r") <= 3  # ... but a log line only at the start, every 10 s and at the end (was ~60/s)
+    last = out.split("\r")[-1]
+    assert "2/2 s" in last and "100%" in last and f"step={trainer.step}," in last
+
+
+def test_step_progress_keeps_logs_short(monkeypatch):
+    trainer, out = _progress_output(monkeypatch, steps=200)
+    assert trainer.step == 200 and 1 <= out.count("\r") <= 3
+    assert "200/200" in out.split("\r")[-1]

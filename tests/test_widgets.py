@@ -33,3 +33,19 @@ def test_bad_input():
         frame_slider(_frames(2), ["a"])
     with pytest.raises(TypeError, match="frames must be PNG bytes"):
         frame_slider(["not png"], ["a"])
+
+
+def test_glue_stores_what_myst_nb_reads(monkeypatch):
+    import IPython.display
+
+    from diffkit import widgets
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw, metadata: shown.append((obj, metadata)))
+    widgets.glue("gan_modes", "3 of 8")
+    widgets.glue("mmd", 0.0421)
+    assert shown[0] == ({"application/papermill.record/text/plain": "3 of 8"},
+                        {"scrapbook": {"name": "gan_modes", "mime_prefix": "application/papermill.record/"}})
+    assert shown[1][0] == {"application/papermill.record/text/plain": "0.0421"}
+    with pytest.raises(ValueError, match="name must be an identifier-like string"):
+        widgets.glue("two words", 1)

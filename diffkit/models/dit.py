@@ -298,7 +298,7 @@ class DiT(DiffusionModel):
         return self._forward(x, t, y)[:, : self.in_channels]  # (B, C, H, W)
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        t = check_model_input(x, t, (self.in_channels, self.image_size, self.image_size))  # (B,)
+        t = check_model_input(x, t, (self.in_channels, self.image_size, self.image_size), self)  # (B,)
         z = self.patch_embed(patchify(x, self.patch_size)) + self.pos_embed  # (B, N, D)
         adaptive = self.conditioning in _ADAPTIVE
         c = self.cond(t, y) if adaptive else self.cond.tokens(t, y)  # (B, D) or (B, K, D)

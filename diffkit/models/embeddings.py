@@ -14,7 +14,11 @@ is the null label :math:`\varnothing`, and ``y=None`` means :math:`\varnothing` 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +27,7 @@ from .._checks import as_time, check_number, check_positive_int, check_tensor
 
 __all__ = [
     "sinusoidal_embedding", "sincos_features", "TimestepEmbedding", "LabelEmbedding", "ConditionEmbedding",
-    "check_labels", "check_model_input", "DiffusionModel",
+    "check_labels", "check_model_input", "RecordsConfig", "DiffusionModel", "check_guidance_support",
 ]
 
 
@@ -166,17 +170,76 @@ class ConditionEmbedding(nn.Module):
         return self.tokens(t, y).sum(dim=1)  # (B, dim)
 
 
-def check_model_input(x: object, t: object, shape: tuple[int, ...]) -> Tensor:
-    """Check ``x`` is (B, *shape) and return ``t`` as a (B,) tensor in [0, 1] with the dtype of ``x``."""
+def check_model_input(x: object, t: object, shape: tuple[int, ...], model: nn.Module | None = None) -> Tensor:
+    """Check ``x`` is a non-empty (B, *shape) batch (in the dtype of ``model``'s weights, when given) and return
+    ``t`` as a (B,) tensor in [0, 1] with the dtype of ``x``."""
     x = check_tensor("x", x, ndim=len(shape) + 1)
     if tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    if weight is not None and x.dtype != weight.dtype:
+        raise TypeError(f"x must have the dtype of the model's weights, {weight.dtype}, got {x.dtype}: cast the "
+                        f"input (x.to({weight.dtype})) or the model (model.to({x.dtype})); diffkit's samplers and "
+                        "Trainer do this for you")
     return as_time("t", t, x.shape[0], x)  # (B,)
 
 
-class DiffusionModel(nn.Module):
+class RecordsConfig(nn.Module):
+    """Mixin that records the constructor arguments of a network, so that a file can rebuild it.
+
+    After ``DiT(hidden=64, num_classes=10)``, ``model.config`` is the dict of every argument of ``DiT.__init__``
+    (defaults included; tuples become lists), and ``type(model)(**model.config)`` builds the same architecture:
+    :func:`diffkit.checkpoints.save_model` stores it next to the weights.  Subclass it (every diffkit model does,
+    through :class:`DiffusionModel`) to make a network of your own saveable; its arguments must be numbers,
+    strings, booleans, ``None`` or lists/dicts of those.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def __init__(self: nn.Module, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self).__init__ is __init__:  # the outermost constructor records; super().__init__ calls do not
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                config: dict[str, Any] = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                        config.update(value)
+                    elif signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+                        raise TypeError(f"{cls.__name__} takes *{name}: only named arguments can be recorded")
+                    else:
+                        config[name] = value
+                self._config = _plain(config)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as a fresh dict (``type(self)(**self.config)`` rebuilds the network)."""
+        return _plain(getattr(self, "_config", {}))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists (the JSON form), copied."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class DiffusionModel(RecordsConfig):
     r"""Base class of the diffkit networks: ``forward(x, t, y=None)`` -> a tensor shaped like ``x``, with the
-    conditioning :math:`c = \tau(t) + e(y)` computed by ``self.cond`` (a :class:`ConditionEmbedding`)."""
+    conditioning :math:`c = \tau(t) + e(y)` computed by ``self.cond`` (a :class:`ConditionEmbedding`).  Records
+    its constructor arguments in ``config`` (:class:`RecordsConfig`)."""
 
     cond: ConditionEmbedding
 
@@ -188,3 +251,18 @@ class DiffusionModel(nn.Module):
     def null_label(self) -> int | None:
         """The label that switches class conditioning off (pass it as ``null_label`` to the samplers)."""
         return self.cond.null_label
+
+    @property
+    def label_dropout(self) -> float | None:
+        """The probability with which training replaces a label by the null label (``None`` if unconditional)."""
+        return self.cond.label.dropout_prob if self.cond.label is not None else None
+
+
+def check_guidance_support(model: object, guidance: float) -> None:
+    """Warn when classifier-free guidance (``guidance != 1``) is asked of a model that never trained on the null
+    label (``model.label_dropout == 0``): its unconditional prediction is untrained, so guidance extrapolates
+    from noise (chapter 8).  Models that do not say (no ``label_dropout`` attribute) pass silently."""
+    if guidance != 1 and getattr(model, "label_dropout", None) == 0:
+        warnings.warn(f"guidance={guidance} asked of a {type(model).__name__} built with label_dropout=0: it never "
+                      "trained on the null label, so the unconditional half of guidance is untrained. Train with "
+                      "label_dropout > 0 (0.1 is the default) or sample with guidance=1", UserWarning, stacklevel=3)

@@ -21,10 +21,11 @@ class MLP(DiffusionModel):
 
     ``depth`` hidden layers of width ``hidden``; the conditioning :math:`c` (width ``time_dim``) is projected
     by one Linear to the ``depth`` per-layer biases :math:`U_l c`.  PyTorch's default initialisation throughout.
+    ``label_dropout`` (0.1, as the UNet and DiT) trains the null label that classifier-free guidance needs.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, time_dim: int = 128,
-                 num_classes: int | None = None, label_dropout: float = 0.0):
+                 num_classes: int | None = None, label_dropout: float = 0.1):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.hidden = check_positive_int("hidden", hidden)
@@ -35,7 +36,7 @@ class MLP(DiffusionModel):
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        t = check_model_input(x, t, (self.dim,))  # (B,)
+        t = check_model_input(x, t, (self.dim,), self)  # (B,)
         c = F.silu(self.cond(t, y))  # (B, time_dim)
         biases = self.cond_proj(c).chunk(self.depth, dim=-1)  # depth x (B, hidden)
         h = x  # (B, dim)

@@ -8,8 +8,10 @@ A convolutional encoder-decoder with skip connections.  Every residual block rea
 
 and self-attention over the :math:`H W` pixels (as tokens) runs at the resolutions listed in
 ``attention_resolutions`` and in the middle.  The last convolution of each residual branch, of each attention
-block and of the output starts at zero (improved DDPM), so every block starts as the identity and the
-network's output starts at 0.
+block and of the output starts at zero (improved DDPM), so at initialisation every residual block whose input
+and output channels agree and every attention block is the identity, a channel-changing residual block is its
+1x1 skip convolution, the resampling layers (strided and nearest-neighbour convolutions) are ordinary
+layers, and the network's output is 0.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class UNet(DiffusionModel):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        t = check_model_input(x, t, (self.in_channels, self.image_size, self.image_size))  # (B,)
+        t = check_model_input(x, t, (self.in_channels, self.image_size, self.image_size), self)  # (B,)
         c = self.cond(t, y)  # (B, E)
         h = self.inp(x)  # (B, C0, S, S)
         hs = [h]

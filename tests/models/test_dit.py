@@ -191,7 +191,7 @@ def test_default_dit_is_49_tokens_of_width_128():
 def test_guided_sampling_runs_with_the_model_null_label():
     model = perturbed(small(num_classes=3), std=0.02).eval()
     x, _, y = batch()
-    out = samplers.ddim(model, x, grids.uniform(4), paths.CosinePath(), y=y, guidance=3.0,
+    out = samplers.ddim(model, x, grids.uniform(4), paths.CosinePath(), target="v", y=y, guidance=3.0,
                         null_label=model.null_label)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert small().null_label is None

@@ -133,3 +133,60 @@ def test_check_model_input():
     with pytest.raises(ValueError, match=r"x must have 2 dimensions"):
         check_model_input(torch.randn(4), torch.rand(4), (2,))
     assert math.isclose(float(check_model_input(x, torch.tensor(1.0), (2,))[0]), 1.0)
+
+
+# --- constructor arguments and guidance support ---------------------------------------------------------------
+def test_models_record_their_constructor_arguments_and_rebuild_from_them():
+    import inspect
+
+    from diffkit.models import MLP, DiT, UNet
+
+    for model in (MLP(hidden=16, num_classes=4), UNet(base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
+                                                    image_size=8), DiT(image_size=8, hidden=32, depth=1)):
+        cls = type(model)
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        assert model.config.keys() == defaults.keys()  # every argument, defaults included
+        rebuilt = cls(**model.config)
+        assert rebuilt.config == model.config
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
+    assert UNet(channel_mults=(1, 2, 2)).config["channel_mults"] == [1, 2, 2]  # JSON form
+
+
+def test_a_subclass_records_its_own_arguments():
+    from diffkit.models import MLP
+
+    class Wide(MLP):
+        def __init__(self, width: int = 8, **kwargs):
+            super().__init__(hidden=width, **kwargs)
+
+    class Same(MLP):
+        pass
+
+    assert Wide(width=4, depth=1).config == {"width": 4, "depth": 1}
+    assert Same(hidden=4).config == MLP(hidden=4).config
+
+
+def test_every_model_defaults_to_label_dropout_01():
+    import inspect
+
+    from diffkit.models import MLP, DiT, UNet
+
+    for cls in (MLP, UNet, DiT):
+        assert inspect.signature(cls).parameters["label_dropout"].default == 0.1
+    assert MLP(num_classes=3).label_dropout == 0.1 and MLP().label_dropout is None
+
+
+def test_guidance_on_a_model_trained_without_the_null_label_warns():
+    import warnings
+
+    from diffkit.models import MLP, check_guidance_support
+
+    never = MLP(hidden=8, num_classes=3, label_dropout=0.0)
+    with pytest.warns(UserWarning, match="label_dropout=0: it never trained on the null label"):
+        check_guidance_support(never, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_guidance_support(never, 1.0)  # no guidance: nothing to warn about
+        check_guidance_support(MLP(hidden=8, num_classes=3), 3.0)  # trained with the null label
+        check_guidance_support(lambda x, t, y=None: x, 3.0)  # a model that cannot tell

@@ -35,7 +35,9 @@ def test_blocks_are_the_identity_at_init():
     x, c = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
     assert torch.equal(ResBlock(8, 8, 16, groups=4)(x, c), x)  # zero last conv of the residual branch
     assert torch.equal(SpatialSelfAttention(8, heads=2, groups=4)(x), x)  # zero output projection
-    assert not torch.equal(ResBlock(8, 16, 16, groups=4)(x, c)[:, :8], x)  # the 1x1 skip changes the width
+    widen = ResBlock(8, 16, 16, groups=4)
+    assert torch.equal(widen(x, c), widen.skip(x))  # a channel-changing block starts as its 1x1 skip convolution
+    assert not torch.equal(widen(x, c)[:, :8], x)
 
 
 def test_time_and_class_reach_the_output():
