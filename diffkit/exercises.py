@@ -283,6 +283,71 @@ def _diagnose_extragradient_step(fn: Callable) -> list[str]:
     })
 
 
+def _alpha_bar_from_betas(betas: Tensor) -> Tensor:
+    return torch.cumprod(1 - betas, dim=0)  # alpha_bar_n = (1 - beta_1) ... (1 - beta_n)
+
+
+def _beta_cases(seed: int = 8) -> list[tuple[Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(0.01 + 0.3 * torch.rand(n, generator=g, dtype=torch.float64),) for n in (3, 7, 50)]
+
+
+def _diagnose_alpha_bar_from_betas(fn: Callable) -> list[str]:
+    return _compare(fn, _alpha_bar_from_betas, _beta_cases(), {
+        "that is 1 - (sum of the betas), only a first-order approximation: multiply the factors (1 - beta_i)":
+            lambda b: 1 - torch.cumsum(b, 0),
+        "that is the product of the betas: alpha_bar multiplies the alphas, alpha_i = 1 - beta_i":
+            lambda b: torch.cumprod(b, 0),
+        "that is 1 - (product of the alphas): alpha_bar is the product itself":
+            lambda b: 1 - torch.cumprod(1 - b, 0),
+        "the result is shifted by one step: alpha_bar_1 = 1 - beta_1 already includes the first step":
+            lambda b: torch.cat([b.new_ones(1), torch.cumprod(1 - b, 0)[:-1]]),
+        "those are square roots: alpha_bar is the product of the alphas, not of their square roots":
+            lambda b: torch.cumprod((1 - b).sqrt(), 0),
+    })
+
+
+def _snr_one_time(alpha_bar: Tensor) -> Tensor:
+    snr = alpha_bar / (1 - alpha_bar)  # signal variance over noise variance
+    n = int((snr <= 1).nonzero()[0]) + 1  # the first step n (1-based) with SNR <= 1
+    return torch.tensor(n / alpha_bar.shape[0], dtype=torch.float64)
+
+
+def _snr_cases() -> list[tuple[Tensor]]:
+    t = torch.arange(1, 201, dtype=torch.float64) / 200
+    return [(torch.cos(t * torch.pi / 2) ** 2,), (torch.exp(-6 * t),), (torch.exp(-1.5 * t**2),),
+            (torch.linspace(0.9, 0.05, 37, dtype=torch.float64),)]
+
+
+def _diagnose_snr_one_time(fn: Callable) -> list[str]:
+    def first(mask: Tensor) -> int:
+        return int(mask.nonzero()[0])
+
+    wrong = {
+        "one step early: that is the last step with SNR above 1 (or a 0-based index divided by N); step n = 1 "
+        "sits at t = 1/N":
+            lambda ab: torch.tensor(first(ab <= 0.5) / ab.shape[0], dtype=torch.float64),
+        "return the time t = n/N, not the step n":
+            lambda ab: torch.tensor(float(first(ab <= 0.5) + 1), dtype=torch.float64),
+        "SNR is a ratio of variances, alpha_bar / (1 - alpha_bar); that is sqrt(alpha_bar) = 1/2":
+            lambda ab: torch.tensor((first(ab <= 0.25) + 1) / ab.shape[0], dtype=torch.float64),
+    }
+    for (ab,) in _snr_cases():
+        got = fn(ab)
+        if isinstance(got, (int, float)):
+            return ["return a 0-dimensional tensor, e.g. torch.tensor(n / N)"]
+        want = _snr_one_time(ab)
+        if not isinstance(got, Tensor) or got.numel() != 1:
+            return ["return one number as a 0-dimensional tensor, the time t = n/N"]
+        got = got.reshape(())
+        if not _close(got, want):
+            for message, mistake in wrong.items():
+                if _close(got, mistake(ab)):
+                    return [message]
+            return [f"the values are off: expected t = {want.item():.4f}, got {got.item():.4f}"]
+    return []
+
+
 EXERCISES: dict[str, Exercise] = {e.name: e for e in [
     Exercise("to_diffkit_time", 0, "convert a time t_fm and velocity u_fm from the flow-matching convention "
              "(t = 0 noise, t = 1 data) to diffkit's (t = 0 data, t = 1 noise)", _to_diffkit_time,
@@ -302,10 +367,18 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              _extragradient_step, _diagnose_extragradient_step,
              "two simultaneous steps, both starting at (x, y): the first gives the point (x_half, y_half), "
              "the second uses df/dx = y_half and df/dy = x_half"),
+    Exercise("alpha_bar_from_betas", 2, "alpha_bar_1 ... alpha_bar_N from a schedule betas (N,): alpha_bar_n "
+             "is the product of (1 - beta_i) for i <= n", _alpha_bar_from_betas, _diagnose_alpha_bar_from_betas,
+             "alpha_bar_n multiplies the factors alpha_i = 1 - beta_i of the first n steps: a running product "
+             "(torch.cumprod)"),
     Exercise("forward_sample", 2, "x_t = sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps, for tensors x0, eps "
              "(B, D) and alpha_bar (B, 1)", _forward_sample, _diagnose_forward_sample,
              "alpha_bar is the variance kept from x0, 1 - alpha_bar the variance of the noise: the coefficients "
              "are their square roots (torch.sqrt or .sqrt())"),
+    Exercise("snr_one_time", 2, "the time t = n/N of the first step whose SNR = alpha_bar / (1 - alpha_bar) is "
+             "at most 1, from alpha_bar_1 ... alpha_bar_N (N,), as a 0-dimensional tensor", _snr_one_time,
+             _diagnose_snr_one_time, "SNR <= 1 means alpha_bar_n <= 1 - alpha_bar_n; find the first such index "
+             "(it is 0-based), turn it into the step n and divide by N"),
     Exercise("gaussian_kl", 3, "KL(N(mu1, diag var1) || N(mu2, diag var2)) per row, for (B, D) inputs",
              _gaussian_kl, _diagnose_gaussian_kl,
              "per dimension, KL = 1/2 [log(var2/var1) + (var1 + (mu1 - mu2)^2)/var2 - 1]; then sum over the last "
