@@ -79,6 +79,14 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     return value
 
 
+def param_dtype(model: Any) -> torch.dtype | None:
+    """The floating dtype of a network's weights (its first floating parameter), or ``None`` for anything that is
+    not an ``nn.Module`` with floating parameters (a plain function, an oracle)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
 def broadcast_like(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-sample (B,) tensor to (B, 1, ..., 1) so that it broadcasts against ``x``."""
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))

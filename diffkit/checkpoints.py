@@ -67,15 +67,12 @@ def check_writable(path: str | os.PathLike, name: str = "path") -> Path:
 
 def save(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str, Any] | None = None) -> Path:
     """Write ``tensors`` (and JSON-serialisable ``metadata``) to ``path`` atomically."""
-    path = Path(path)
     if not isinstance(tensors, dict):
         raise TypeError(f"tensors must be a dict of name -> torch.Tensor, got {type(tensors).__name__}")
     bad = [k for k, v in tensors.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise TypeError(f"tensors must map names (str) to torch.Tensor values; not so for {bad[:5]!r}")
-    if path.is_dir():
-        raise ValueError(f"path {path} is a directory: give a file name in it, e.g. {path / 'model.safetensors'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_writable(path, "path")  # a file name in a writable folder (created if missing)
     try:
         meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     except TypeError as exc:
@@ -226,7 +223,6 @@ def save_model(path: str | os.PathLike, source: Any, *, objective: Objective | N
     from . import __version__
     from .losses import Objective
 
-    check_writable(path, "path")
     trainer = source if hasattr(source, "ema_model") and hasattr(source, "model") else None
     model = trainer.model if trainer is not None else source
     if not isinstance(model, nn.Module):

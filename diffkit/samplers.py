@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_finite, check_number, check_positive_int, check_tensor, randn_like
+from ._checks import (check_choice, check_finite, check_number, check_positive_int, check_tensor, param_dtype,
+                      randn_like)
 from .models import check_guidance_support
 from .paths import GaussianPath, check_path
 from .targets import TARGETS, to_x0_eps
@@ -91,9 +92,8 @@ class Denoiser:
             raise ValueError(f"null_label={null_label} disagrees with the model's null label {own_null} "
                              f"(pass null_label=model.null_label)")
         self.model, self.path, self.target, self.y, self.null_label = model, path, target, y, null_label
-        params = model.parameters() if isinstance(model, torch.nn.Module) else ()
         #: the floating dtype of the network's weights (None for a plain function): inputs are cast to it
-        self.model_dtype = next((p.dtype for p in params if p.is_floating_point()), None)
+        self.model_dtype = param_dtype(model)
 
     def prediction(self, x: Tensor, t: float | Tensor) -> Tensor:
         """The (guided) raw model output at ``(x, t)``.  A network (``nn.Module``) whose weights have another

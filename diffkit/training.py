@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoints, losses
-from ._checks import check_number, check_positive_int
+from ._checks import check_number, check_positive_int, param_dtype
 
 __all__ = ["TrainConfig", "Trainer", "EMA", "train", "default_device", "seed_everything", "TrainingDiverged",
            "LOSS_SIGNATURE", "DATA_SIGNATURE"]
@@ -190,10 +190,6 @@ def _batches(data: Data, device: torch.device,
     return draw
 
 
-def _param_dtype(model: nn.Module) -> torch.dtype | None:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
 def _as_loss_fn(loss_fn: object) -> LossFn:
     """``loss_fn`` itself, or a raw diffkit loss wrapped by :func:`diffkit.losses.objective` when it needs no path;
     anything that cannot be called as the Trainer calls it raises a TypeError that shows the expected signature."""
@@ -269,7 +265,7 @@ class Trainer:
             self._model_record = checkpoints.model_record(self.model)
         except TypeError:
             self._model_record = {}
-        self.draw = _batches(data, self.device, _param_dtype(self.model))
+        self.draw = _batches(data, self.device, param_dtype(self.model))
         self._trial_run()
         # What inside the model draws from torch's global generator (dropout, label dropout) gets a state of its
         # own, seeded by config.seed and swapped in only while fit runs: code run between fit calls (sampling in

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import as_time, check_number, check_positive_int, check_tensor
+from .._checks import as_time, check_number, check_positive_int, check_tensor, param_dtype
 
 __all__ = [
     "sinusoidal_embedding", "sincos_features", "TimestepEmbedding", "LabelEmbedding", "ConditionEmbedding",
@@ -178,10 +178,10 @@ def check_model_input(x: object, t: object, shape: tuple[int, ...], model: nn.Mo
         raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
-    weight = next((p for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
-    if weight is not None and x.dtype != weight.dtype:
-        raise TypeError(f"x must have the dtype of the model's weights, {weight.dtype}, got {x.dtype}: cast the "
-                        f"input (x.to({weight.dtype})) or the model (model.to({x.dtype})); diffkit's samplers and "
+    dtype = param_dtype(model)
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"x must have the dtype of the model's weights, {dtype}, got {x.dtype}: cast the "
+                        f"input (x.to({dtype})) or the model (model.to({x.dtype})); diffkit's samplers and "
                         "Trainer do this for you")
     return as_time("t", t, x.shape[0], x)  # (B,)
 
