@@ -10,6 +10,7 @@ Modules are named after the math they implement:
 * :mod:`diffkit.coupling`   — minibatch OT pairing (chapter 7)
 * :mod:`diffkit.grids`      — sampling time grids and spacings (chapter 4)
 * :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers, reverse SDE, PC, Langevin, DPM-Solver++ (3–8)
+* :mod:`diffkit.score_matching` — explicit, implicit (Hyvärinen) and denoising score matching (chapter 5)
 * :mod:`diffkit.oracles`    — Gaussian mixtures with exact scores, denoisers and velocities
 * :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance
 * :mod:`diffkit.models`     — MLP, U-Net, ViT/DiT (adaLN-Zero, adaLN, in-context, cross-attention) (ch. 3, 9)
@@ -30,7 +31,8 @@ Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.
 """
 
 from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, gan, grids,
-               likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, targets, training)
+               likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, score_matching,
+               targets, training)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
@@ -38,5 +40,5 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "elbo", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
-    "plotting", "gan",
+    "plotting", "gan", "score_matching",
 ]

@@ -155,6 +155,143 @@ def _diagnose_v_to_eps(fn: Callable) -> list[str]:
     })
 
 
+def _ddim_step(x_n, eps_hat, alpha_bar, alpha_bar_prev, eta, z):  # tensors, eta a number
+    x0_hat = (x_n - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()  # x0 from eps
+    beta = 1 - alpha_bar / alpha_bar_prev  # one step of the chain
+    beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta  # DDPM's posterior variance
+    sigma = eta * beta_tilde.sqrt()  # a standard deviation: eta scales it once
+    direction = (1 - alpha_bar_prev - sigma**2).sqrt() * eps_hat  # points back to x_n
+    return alpha_bar_prev.sqrt() * x0_hat + direction + sigma * z
+
+
+def _ddim_cases(seed: int = 9) -> list[tuple]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for eta in (0.0, 1.0, 0.5):  # eta = 0 first: mistakes in the noise level only show for eta > 0
+        abp = 0.05 + 0.55 * torch.rand(4, 1, generator=g, dtype=torch.float64)
+        ab = abp * (1 - (0.01 + 0.09 * torch.rand(4, 1, generator=g, dtype=torch.float64)))
+        x, e, z = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(3))
+        out.append((x, e, ab, abp, eta, z))
+    return out
+
+
+def _diagnose_ddim_step(fn: Callable) -> list[str]:
+    def parts(x, e, ab, abp, eta):
+        x0 = (x - (1 - ab).sqrt() * e) / ab.sqrt()
+        bt = (1 - abp) / (1 - ab) * (1 - ab / abp)
+        return x0, bt
+
+    def wrong_sigma(sigma_of, noise_of=lambda s, eta: s, keep=lambda s: s**2):
+        def step(x, e, ab, abp, eta, z):
+            x0, bt = parts(x, e, ab, abp, eta)
+            s = sigma_of(bt, eta, ab, abp)
+            return abp.sqrt() * x0 + (1 - abp - keep(s)).sqrt() * e + noise_of(s, eta) * z
+        return step
+
+    return _compare(fn, _ddim_step, _ddim_cases(), {
+        "sigma is a standard deviation: the eps coefficient is sqrt(1 - alpha_bar_prev - sigma^2), with sigma "
+        "squared": wrong_sigma(lambda bt, eta, ab, abp: eta * bt.sqrt(), keep=lambda s: s),
+        "the noise level needs a square root: sigma = eta * sqrt(beta_tilde), not eta * beta_tilde":
+            wrong_sigma(lambda bt, eta, ab, abp: eta * bt),
+        "eta is applied twice: sigma = eta * sqrt(beta_tilde) already holds it, the noise term is sigma * z":
+            wrong_sigma(lambda bt, eta, ab, abp: eta * bt.sqrt(), noise_of=lambda s, eta: eta * s),
+        "that noise level is DDPM's forward beta = 1 - alpha_bar / alpha_bar_prev; eta scales the posterior's "
+        "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta":
+            wrong_sigma(lambda bt, eta, ab, abp: eta * (1 - ab / abp).sqrt()),
+        "the fresh noise sigma * z is missing (it only matters for eta > 0)":
+            wrong_sigma(lambda bt, eta, ab, abp: eta * bt.sqrt(), noise_of=lambda s, eta: 0 * s),
+        "alpha_bar_prev is a variance-like quantity: x0-hat is scaled by sqrt(alpha_bar_prev)":
+            lambda x, e, ab, abp, eta, z: (abp * parts(x, e, ab, abp, eta)[0]
+                                           + (1 - abp - eta**2 * parts(x, e, ab, abp, eta)[1]).sqrt() * e
+                                           + eta * parts(x, e, ab, abp, eta)[1].sqrt() * z),
+    })
+
+
+def _min_snr_weight(alpha_bar: Tensor, gamma: float) -> Tensor:
+    snr = alpha_bar / (1 - alpha_bar)  # a ratio of variances
+    return snr.clamp(max=gamma) / snr  # x0-scale min(SNR, gamma) / the SNR of the eps-MSE
+
+
+def _diagnose_min_snr_weight(fn: Callable) -> list[str]:
+    g = torch.Generator().manual_seed(10)
+    cases = [(0.001 + 0.998 * torch.rand(6, generator=g, dtype=torch.float64), gamma) for gamma in (5.0, 1.0, 20.0)]
+
+    def snr(ab):
+        return ab / (1 - ab)
+
+    return _compare(fn, _min_snr_weight, cases, {
+        "that is min(SNR, gamma), the weight on the x0 scale; the eps-MSE already equals SNR * x0-MSE, so divide "
+        "by SNR": lambda ab, gm: snr(ab).clamp(max=gm),
+        "min-SNR caps the weight: min(SNR, gamma), not max(SNR, gamma) (that is closer to truncated SNR)":
+            lambda ab, gm: snr(ab).clamp(min=gm) / snr(ab),
+        "SNR is a ratio of variances, alpha_bar / (1 - alpha_bar), not of standard deviations":
+            lambda ab, gm: snr(ab).sqrt().clamp(max=gm) / snr(ab).sqrt(),
+        "that is gamma / SNR without the cap at 1: use min(SNR, gamma) / SNR":
+            lambda ab, gm: gm / snr(ab),
+    })
+
+
+def _langevin_step(x: Tensor, score: Tensor, step_size: Tensor, z: Tensor) -> Tensor:
+    return x + step_size * score + (2 * step_size).sqrt() * z  # drift delta * score, noise variance 2 delta
+
+
+def _langevin_cases(seed: int = 13) -> list[tuple[Tensor, ...]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 2, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g, dtype=torch.float64),
+             0.01 + 0.5 * torch.rand(4, 1, generator=g, dtype=torch.float64),
+             torch.randn(4, 2, generator=g, dtype=torch.float64)) for _ in range(4)]
+
+
+def _diagnose_langevin_step(fn: Callable) -> list[str]:
+    return _compare(fn, _langevin_step, _langevin_cases(), {
+        "the noise is sqrt(2 delta) z: with sqrt(delta) the chain samples p^2 (a density too narrow by a factor "
+        "sqrt(2))": lambda x, s, d, z: x + d * s + d.sqrt() * z,
+        "2 delta is the noise's variance: multiply z by its square root": lambda x, s, d, z: x + d * s + 2 * d * z,
+        "move up the score, not down: + delta * score": lambda x, s, d, z: x - d * s + (2 * d).sqrt() * z,
+        "that is the convention x + (delta/2) score + sqrt(delta) z of a step twice as large; here the drift is "
+        "delta * score and the noise sqrt(2 delta) z": lambda x, s, d, z: x + d / 2 * s + d.sqrt() * z,
+        "the fresh noise is missing: without it the chain climbs to a mode and stops (gradient ascent)":
+            lambda x, s, d, z: x + d * s,
+    })
+
+
+def _gaussian_score(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    return -(x - mean) / var  # grad of -|x - mean|^2 / (2 var); the normaliser has no x in it
+
+
+def _diagnose_gaussian_score(fn: Callable) -> list[str]:
+    g = torch.Generator().manual_seed(14)
+    cases = [(torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64),
+              0.1 + 2 * torch.rand(4, 1, generator=g, dtype=torch.float64)) for _ in range(4)]
+    return _compare(fn, _gaussian_score, cases, {
+        "divide by the variance, not the standard deviation": lambda x, m, v: -(x - m) / v.sqrt(),
+        "the score points towards the mean: -(x - mean) / var": lambda x, m, v: (x - m) / v,
+        "the derivative of (x - mean)^2 / (2 var) is (x - mean) / var: the 1/2 cancels the 2":
+            lambda x, m, v: -(x - m) / (2 * v),
+        "that is the log-density itself, not its gradient": lambda x, m, v: -(x - m) ** 2 / (2 * v),
+    })
+
+
+def _tweedie_x0(x_t: Tensor, score: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    return (x_t + sigma**2 * score) / alpha  # E[x0 | x_t], from x_t = alpha x0 + sigma eps
+
+
+def _diagnose_tweedie_x0(fn: Callable) -> list[str]:
+    g = torch.Generator().manual_seed(15)
+    cases = []
+    for _ in range(4):
+        alpha = 0.2 + 0.7 * torch.rand(4, 1, generator=g, dtype=torch.float64)
+        cases.append((torch.randn(4, 3, generator=g, dtype=torch.float64),
+                      torch.randn(4, 3, generator=g, dtype=torch.float64), alpha, (1 - alpha**2).sqrt()))
+    return _compare(fn, _tweedie_x0, cases, {
+        "the correction is sigma^2 times the score (a variance), not sigma times it":
+            lambda x, s, a, sg: (x + sg * s) / a,
+        "the score points towards the data: add sigma^2 * score": lambda x, s, a, sg: (x - sg**2 * s) / a,
+        "that is E[alpha x0 | x_t]: divide by alpha to get x0": lambda x, s, a, sg: x + sg**2 * s,
+        "divide by alpha, not alpha^2 (x_t carries alpha x0)": lambda x, s, a, sg: (x + sg**2 * s) / a**2,
+    })
+
+
 def _rectified_flow_target(x0: Tensor, eps: Tensor) -> Tensor:
     return eps - x0
 
@@ -448,6 +585,23 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
     Exercise("v_to_eps", 4, "eps from a v-prediction on a variance-preserving path: inputs v, x_t (B, D) and alpha "
              "(B, 1), with sigma = sqrt(1 - alpha^2)", _v_to_eps, _diagnose_v_to_eps,
              "write v = alpha * eps - sigma * x0 and x_t = alpha * x0 + sigma * eps, and eliminate x0"),
+    Exercise("ddim_step", 4, "one DDIM step from x_n to x_{n-1}: x_n, eps_hat, z (B, D), alpha_bar, alpha_bar_prev "
+             "(B, 1) and eta a number; the noise level is sigma = eta * sqrt(beta_tilde)", _ddim_step,
+             _diagnose_ddim_step, "first x0-hat from x_n and eps_hat, then beta_tilde from the two alpha_bars "
+             "(chapter 3's posterior variance); the three terms are signal, pointing back along eps_hat, fresh noise"),
+    Exercise("min_snr_weight", 4, "the min-SNR-gamma weight that multiplies the eps-MSE, from alpha_bar (B,) and "
+             "gamma a number (Hang et al., 2023)", _min_snr_weight, _diagnose_min_snr_weight,
+             "on the x0 scale the weight is min(SNR, gamma); the eps-loss already weights the x0 error by SNR"),
+    Exercise("gaussian_score", 5, "the score grad_x log N(x; mean, var I) for x, mean (B, D) and var (B, 1)",
+             _gaussian_score, _diagnose_gaussian_score,
+             "take the log first: the normaliser does not depend on x, so only -|x - mean|^2 / (2 var) is "
+             "differentiated"),
+    Exercise("langevin_step", 5, "one unadjusted Langevin step from x with the score at x, the step size delta "
+             "(B, 1) and fresh standard normal noise z (B, D)", _langevin_step, _diagnose_langevin_step,
+             "the chain drifts up the score by delta times it and diffuses with variance 2 delta per step"),
+    Exercise("tweedie_x0", 5, "E[x0 | x_t] from x_t, the score of p_t at x_t (B, D), alpha and sigma (B, 1), "
+             "where x_t = alpha x0 + sigma eps", _tweedie_x0, _diagnose_tweedie_x0,
+             "Tweedie: E[alpha x0 | x_t] = x_t + sigma^2 grad log p_t(x_t); then undo the scaling by alpha"),
     Exercise("rectified_flow_target", 7, "the regression target of rectified flow for x_t = (1 - t) x0 + t eps",
              _rectified_flow_target, _diagnose_rectified_flow_target,
              "differentiate x_t = (1 - t) x0 + t eps with respect to t: what is left does not depend on t"),

@@ -38,9 +38,15 @@ __all__ = ["log_likelihood", "log_time_grid", "bits_per_dim", "dequantized_bits_
 
 
 def divergence(f: Callable[[Tensor], Tensor], x: Tensor, method: str = "exact",
-               generator: torch.Generator | None = None, n_probes: int = 1) -> tuple[Tensor, Tensor]:
-    r"""Return ``(f(x), div f(x))`` per sample; ``method`` is ``"exact"`` or ``"hutchinson"``."""
+               generator: torch.Generator | None = None, n_probes: int = 1,
+               create_graph: bool = False) -> tuple[Tensor, Tensor]:
+    r"""Return ``(f(x), div f(x))`` per sample; ``method`` is ``"exact"`` or ``"hutchinson"``.
+
+    With ``create_graph=True`` both stay attached to the graph of ``f``'s parameters, so a loss built from them
+    can be trained (Hyvärinen's score matching, :mod:`diffkit.score_matching`, chapter 5); otherwise they are
+    detached."""
     check_choice("method", method, ("exact", "hutchinson"))
+    check_positive_int("n_probes", n_probes)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = f(x)
@@ -48,14 +54,16 @@ def divergence(f: Callable[[Tensor], Tensor], x: Tensor, method: str = "exact",
         if method == "exact":
             div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             for i in range(D):
-                (g,) = torch.autograd.grad(flat_out[:, i].sum(), x, retain_graph=True)
+                (g,) = torch.autograd.grad(flat_out[:, i].sum(), x, retain_graph=True, create_graph=create_graph)
                 div = div + g.flatten(1)[:, i]
         else:
             div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             for _ in range(n_probes):
                 z = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
-                (g,) = torch.autograd.grad((out * z).sum(), x, retain_graph=True)
+                (g,) = torch.autograd.grad((out * z).sum(), x, retain_graph=True, create_graph=create_graph)
                 div = div + (g * z).flatten(1).sum(1) / n_probes
+    if create_graph:
+        return out, div
     return out.detach(), div.detach()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import ipywidgets as widgets
 
-__all__ = ["figure_png", "frame_slider", "glue", "GLUE_PREFIX"]
+__all__ = ["figure_png", "frame_slider", "frame_grid", "glue", "GLUE_PREFIX"]
 
 #: The MIME prefix under which myst-nb finds glued values in a notebook's stored outputs (``myst_nb.glue``).
 GLUE_PREFIX = "application/papermill.record/"
@@ -48,6 +48,47 @@ def frame_slider(frames: Sequence[bytes], labels: Sequence[str], *, description:
     links = (widgets.jslink((play, "value"), (slider, "index")),
              widgets.jslink((slider, "index"), (stack, "selected_index")))
     box = widgets.VBox([widgets.HBox([play, slider]), stack])
+    box.links = links  # keep the link widgets alive with the figure (and inspectable)
+    return box
+
+
+def frame_grid(frames: Sequence[Sequence[bytes]], row_labels: Sequence[str], col_labels: Sequence[str], *,
+               row_description: str = "row", col_description: str = "column") -> widgets.VBox:
+    """Two sliders over a grid of precomputed frames: ``frames[i][j]`` (PNG bytes, e.g. from :func:`figure_png`)
+    is shown for row value ``row_labels[i]`` and column value ``col_labels[j]`` — e.g. DDIM's η by the number of
+    steps (chapter 4).
+
+    The frames sit in nested ``Stack`` widgets: an outer stack over the rows whose children are inner stacks over
+    the columns.  The row slider is jslinked to the outer stack and the column slider to *every* inner stack, so
+    both sliders work in the browser alone and the exported HTML stays interactive."""
+    if isinstance(frames, (bytes, bytearray)) or not isinstance(frames, Sequence):
+        raise TypeError("frames must be a list of rows, each a list of PNG bytes (frames[row][column])")
+    n_rows, n_cols = len(row_labels), len(col_labels)
+    if n_rows == 0 or n_cols == 0:
+        raise ValueError(f"row_labels and col_labels must be non-empty, got {n_rows} and {n_cols} labels")
+    if len(frames) != n_rows:
+        raise ValueError(f"frames must have one row per row label ({n_rows}), got {len(frames)} rows")
+    for i, row in enumerate(frames):
+        if isinstance(row, (bytes, bytearray)) or not isinstance(row, Sequence):
+            raise TypeError(f"frames[{i}] must be a list of PNG bytes (one per column), got {type(row).__name__}")
+        if len(row) != n_cols:
+            raise ValueError(f"frames[{i}] must have one frame per column label ({n_cols}), got {len(row)}")
+        if not all(isinstance(f, (bytes, bytearray)) for f in row):
+            raise TypeError(f"frames[{i}] must hold PNG bytes (use diffkit.widgets.figure_png(fig))")
+    for name, labels in (("row_labels", row_labels), ("col_labels", col_labels)):
+        if len({str(s) for s in labels}) != len(labels):
+            raise ValueError(f"{name} must be distinct (a slider selects by label), got {list(labels)}")
+    inner = [widgets.Stack(children=[widgets.Image(value=bytes(f), format="png") for f in row], selected_index=0)
+             for row in frames]
+    outer = widgets.Stack(children=inner, selected_index=0)
+    layout = widgets.Layout(width="420px")
+    row_slider = widgets.SelectionSlider(options=[str(s) for s in row_labels], index=0, description=row_description,
+                                         continuous_update=True, layout=layout)
+    col_slider = widgets.SelectionSlider(options=[str(s) for s in col_labels], index=0, description=col_description,
+                                         continuous_update=True, layout=widgets.Layout(width="420px"))
+    links = (widgets.jslink((row_slider, "index"), (outer, "selected_index")),
+             *(widgets.jslink((col_slider, "index"), (stack, "selected_index")) for stack in inner))
+    box = widgets.VBox([row_slider, col_slider, outer])
     box.links = links  # keep the link widgets alive with the figure (and inspectable)
     return box
 

@@ -98,6 +98,9 @@ TABLES = {
     ],
     "widgets": [
         (lambda: widgets.figure_png("fig"), TypeError, "fig must be a matplotlib Figure"),
+        (lambda: widgets.frame_grid([[b"png"]], ["a", "b"], ["x"]), ValueError,
+         "frames must have one row per row label (2)"),
+        (lambda: widgets.frame_grid([[b"png", "x"]], ["a"], ["x", "y"]), TypeError, "frames[0] must hold PNG bytes"),
     ],
 }
 ROWS = [(module, *row) for module, rows in TABLES.items() for row in rows]

@@ -4,6 +4,33 @@ import torch
 from diffkit import exercises
 
 
+def _ddim(x, e, ab, abp, eta, z, var_as_std=False, no_sqrt=False, eta_twice=False, beta=False):
+    """One DDIM step (Song et al., 2021, eq. 12) with one typical mistake switched on."""
+    x0 = (x - (1 - ab).sqrt() * e) / ab.sqrt()
+    var = (1 - ab / abp) if beta else (1 - abp) / (1 - ab) * (1 - ab / abp)
+    sigma = eta * (var if no_sqrt else var.sqrt())
+    direction = (1 - abp - (sigma if var_as_std else sigma**2)).sqrt() * e
+    return abp.sqrt() * x0 + direction + (eta * sigma if eta_twice else sigma) * z
+
+
+def test_ddim_step_at_eta_1_is_the_ddpm_posterior_step():
+    """Independent check of the reference: with eta = 1 the step is x0-hat's posterior mean plus sqrt(beta_tilde) z
+    (chapter 3's eq-posterior), and with eta = 0 it keeps x_n's own eps_hat (deterministic)."""
+    namespace = {"torch": torch, "Tensor": torch.Tensor}
+    exec(exercises.solution("ddim_step"), namespace)
+    g = torch.Generator().manual_seed(0)
+    abp = torch.tensor([[0.5], [0.9]], dtype=torch.float64)
+    ab = abp * torch.tensor([[0.95], [0.99]], dtype=torch.float64)
+    x, e, z = (torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    beta = 1 - ab / abp
+    x0 = (x - (1 - ab).sqrt() * e) / ab.sqrt()
+    mean = (abp.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - abp) * x) / (1 - ab)
+    std = ((1 - abp) / (1 - ab) * beta).sqrt()
+    torch.testing.assert_close(namespace["ddim_step"](x, e, ab, abp, 1.0, z), mean + std * z)
+    torch.testing.assert_close(namespace["ddim_step"](x, e, ab, abp, 0.0, z),
+                               abp.sqrt() * x0 + (1 - abp).sqrt() * e)
+
+
 @pytest.mark.parametrize("name", list(exercises.EXERCISES))
 def test_reference_solutions_pass_their_checkers(name):
     namespace = {"torch": torch, "Tensor": torch.Tensor}
@@ -43,6 +70,19 @@ def test_reference_solutions_pass_their_checkers(name):
     ("mean_from_eps", lambda xn, e, ab, abp: (xn + (1 - ab / abp) / (1 - ab).sqrt() * e) / (ab / abp).sqrt(),
      "sign is flipped"),
     ("mean_from_eps", lambda xn, e, ab, abp: xn, "values are off"),
+    ("gaussian_score", lambda x, m, v: -(x - m) / v.sqrt(), "not the standard deviation"),
+    ("gaussian_score", lambda x, m, v: (x - m) / v, "points towards the mean"),
+    ("gaussian_score", lambda x, m, v: -(x - m) / (2 * v), "the 1/2 cancels"),
+    ("gaussian_score", lambda x, m, v: -(x - m) ** 2 / (2 * v), "log-density itself"),
+    ("langevin_step", lambda x, s, d, z: x + d * s + d.sqrt() * z, "samples p^2"),
+    ("langevin_step", lambda x, s, d, z: x + d * s + 2 * d * z, "noise's variance"),
+    ("langevin_step", lambda x, s, d, z: x - d * s + (2 * d).sqrt() * z, "move up the score"),
+    ("langevin_step", lambda x, s, d, z: x + d / 2 * s + d.sqrt() * z, "twice as large"),
+    ("langevin_step", lambda x, s, d, z: x + d * s, "gradient ascent"),
+    ("tweedie_x0", lambda x, s, a, sg: (x + sg * s) / a, "not sigma times"),
+    ("tweedie_x0", lambda x, s, a, sg: (x - sg**2 * s) / a, "add sigma^2 * score"),
+    ("tweedie_x0", lambda x, s, a, sg: x + sg**2 * s, "divide by alpha to get x0"),
+    ("tweedie_x0", lambda x, s, a, sg: (x + sg**2 * s) / a**2, "not alpha^2"),
     ("to_diffkit_time", lambda t, u: (t, -u), "time is unchanged"),
     ("to_diffkit_time", lambda t, u: (1 - t, u), "keeps its sign"),
     ("to_diffkit_time", lambda t, u: 1 - t, "return a pair"),
@@ -57,6 +97,17 @@ def test_reference_solutions_pass_their_checkers(name):
     ("extragradient_step", lambda x, y, lr: (x - lr * y - lr * (y + lr * x), y + lr * x + lr * (x - lr * y)),
      "must start from (x, y)"),
     ("extragradient_step", lambda x, y, lr: (x - lr * y, y + lr * (x - lr * y)), "that is the alternating step"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: _ddim(x, e, ab, abp, eta, z, var_as_std=True), "sigma squared"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: _ddim(x, e, ab, abp, eta, z, no_sqrt=True), "needs a square root"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: _ddim(x, e, ab, abp, eta, z, eta_twice=True), "applied twice"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: _ddim(x, e, ab, abp, eta, z, beta=True), "forward beta"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: _ddim(x, e, ab, abp, eta, 0 * z), "sigma * z is missing"),
+    ("ddim_step", lambda x, e, ab, abp, eta, z: (x - (1 - ab).sqrt() * e) / ab.sqrt(), "values are off"),
+    ("min_snr_weight", lambda ab, g: (ab / (1 - ab)).clamp(max=g), "the weight on the x0 scale"),
+    ("min_snr_weight", lambda ab, g: (ab / (1 - ab)).clamp(min=g) / (ab / (1 - ab)), "not max(SNR, gamma)"),
+    ("min_snr_weight", lambda ab, g: (ab / (1 - ab)).sqrt().clamp(max=g) / (ab / (1 - ab)).sqrt(),
+     "ratio of variances"),
+    ("min_snr_weight", lambda ab, g: g * (1 - ab) / ab, "without the cap"),
 ])
 def test_wrong_answers_get_specific_feedback(name, wrong, expected):
     result = exercises.check(name, wrong, verbose=False)
@@ -152,3 +203,20 @@ def test_chapter_3_exercises_agree_with_diffkit_elbo():
     torch.testing.assert_close(namespace["posterior_mean"](x0, x_n, ab, abp), elbo.posterior(path, x0, x_n, n)[0])
     torch.testing.assert_close(namespace["mean_from_eps"](x_n, eps_hat, ab, abp),
                                elbo.model_mean(path, x_n, n, eps_hat))
+
+
+def test_chapter_5_exercises_agree_with_the_exact_oracles():
+    """The reference Gaussian score and Tweedie denoiser are what diffkit.oracles computes in closed form."""
+    from diffkit import oracles, paths
+
+    namespace = {"torch": torch, "Tensor": torch.Tensor}
+    exec(exercises.solution("gaussian_score") + exercises.solution("tweedie_x0"), namespace)
+    path, t = paths.VPPath(), torch.full((5,), 0.4, dtype=torch.float64)
+    means = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
+    mix = oracles.GaussianMixture(means, stds=0.7)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]
+    var = a**2 * 0.7**2 + s**2  # p_t = N(alpha mean, (alpha^2 0.49 + sigma^2) I)
+    score = namespace["gaussian_score"](x, a * means, var)
+    torch.testing.assert_close(score, mix.score(x, t, path))
+    torch.testing.assert_close(namespace["tweedie_x0"](x, score, a, s), mix.denoiser(x, t, path))

@@ -151,3 +151,16 @@ def test_bad_input():
     with pytest.raises(ValueError, match="data_range must have high > low"):
         likelihood.dequantized_bits_per_dim(gmm.as_model(path, "velocity"), torch.zeros(2, 2), path,
                                             target="velocity", data_range=(1.0, -1.0))
+
+
+def test_divergence_with_create_graph_is_differentiable_in_the_parameters():
+    """create_graph=True (chapter 5's implicit score matching) keeps div f attached: for f(x) = a * tanh(x),
+    div f = a * sum(1 - tanh(x)^2), so d(div f)/da is that sum."""
+    a = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for method in ("exact", "hutchinson"):  # Rademacher probes are exact for a diagonal Jacobian
+        _, div = likelihood.divergence(lambda z: a * torch.tanh(z), x, method, create_graph=True)
+        (grad,) = torch.autograd.grad(div.sum(), a)
+        torch.testing.assert_close(grad, (1 - torch.tanh(x) ** 2).sum())
+    _, detached = likelihood.divergence(lambda z: a * torch.tanh(z), x)
+    assert not detached.requires_grad

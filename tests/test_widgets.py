@@ -49,3 +49,42 @@ def test_glue_stores_what_myst_nb_reads(monkeypatch):
     assert shown[1][0] == {"application/papermill.record/text/plain": "0.0421"}
     with pytest.raises(ValueError, match="name must be an identifier-like string"):
         widgets.glue("two words", 1)
+
+
+def test_frame_grid_links_both_sliders_and_places_every_frame_once():
+    from diffkit.widgets import frame_grid
+
+    flat = _frames(6)
+    grid = [flat[0:3], flat[3:6]]  # 2 rows x 3 columns
+    box = frame_grid(grid, ["0", "1"], ["5", "10", "50"], row_description="eta", col_description="steps")
+    row_slider, col_slider, outer = box.children
+    assert list(row_slider.options) == ["0", "1"] and list(col_slider.options) == ["5", "10", "50"]
+    assert row_slider.description == "eta" and col_slider.description == "steps"
+    # every frame appears exactly once, at its (row, column)
+    shown = [[bytes(img.value) for img in inner.children] for inner in outer.children]
+    assert shown == grid
+    assert sorted(v for row in shown for v in row) == sorted(flat)
+    pairs = {((ln.source[0].model_id, ln.source[1]), (ln.target[0].model_id, ln.target[1])) for ln in box.links}
+    assert ((row_slider.model_id, "index"), (outer.model_id, "selected_index")) in pairs
+    for inner in outer.children:  # the column slider drives every row's stack, or a row change would reset it
+        assert ((col_slider.model_id, "index"), (inner.model_id, "selected_index")) in pairs
+    assert len(pairs) == 1 + len(outer.children)
+    assert all(ln.source[0] is not col_slider or ln.target[0] is not outer for ln in box.links)
+
+
+def test_frame_grid_bad_input():
+    from diffkit.widgets import frame_grid
+
+    f = _frames(2)
+    with pytest.raises(ValueError, match="one row per row label"):
+        frame_grid([f], ["a", "b"], ["x", "y"])
+    with pytest.raises(ValueError, match=r"frames\[0\] must have one frame per column label"):
+        frame_grid([f[:1]], ["a"], ["x", "y"])
+    with pytest.raises(TypeError, match=r"frames\[0\] must hold PNG bytes"):
+        frame_grid([["png?", f[0]]], ["a"], ["x", "y"])
+    with pytest.raises(TypeError, match="frames must be a list of rows"):
+        frame_grid(f[0], ["a"], ["x"])
+    with pytest.raises(ValueError, match="row_labels and col_labels must be non-empty"):
+        frame_grid([], [], ["x"])
+    with pytest.raises(ValueError, match="col_labels must be distinct"):
+        frame_grid([f], ["a"], ["x", "x"])
