@@ -3,8 +3,9 @@
 The book is built from scratch (warnings are errors), served on 127.0.0.1, and every page in ``_toc.yml`` is
 checked: the math rendered (no raw TeX outside code), every figure loaded, nothing failed to load, nothing
 was fetched from the network, no console error, every stored widget rendered, and every widget slider changes
-what the reader sees. The search page must find the chapters. A full-page screenshot of each page and a short
-report (``browser-report.json``) go to ``$DIFFKIT_SCREENSHOTS`` (default ``_build/screenshots``).
+what the reader sees, and every exercise's reference solution stays hidden until its toggle is clicked. The
+search page must find the chapters. A full-page screenshot of each page and a short report
+(``browser-report.json``) go to ``$DIFFKIT_SCREENSHOTS`` (default ``_build/screenshots``).
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it with apt-get); without it the test is skipped, except
 under CI, where it fails.
@@ -217,6 +218,27 @@ def _check_widgets(page, views: int) -> list[str]:
     return problems
 
 
+def _check_hidden_solutions(page) -> list[str]:
+    """A chapter with auto-checked exercises shows each reference solution only on demand: the solution cell's
+    output sits in a closed toggle, is invisible until its summary is clicked, and visible after."""
+    problems = []
+    cells = page.locator(".cell.tag_hide-output")
+    if page.locator("text=exercises.check(").count() and cells.count() == 0:
+        return ["exercises but no hidden solution (a solution cell needs the hide-output tag)"]
+    for i in range(cells.count()):
+        cell, label = cells.nth(i), f"hidden solution {i}"
+        toggle, output = cell.locator("details"), cell.locator(".cell_output")
+        if toggle.count() != 1 or output.count() == 0:
+            problems.append(f"{label}: no toggle around the output")
+            continue
+        if toggle.evaluate("d => d.open") or output.first.is_visible():
+            problems.append(f"{label}: shown before the reader asks for it")
+        toggle.locator("summary").click()
+        if not output.first.is_visible() or not output.first.inner_text().strip():
+            problems.append(f"{label}: clicking its toggle does not show it")
+    return problems
+
+
 def _check_colab_entry(page) -> list[str]:
     """A chapter opens in Colab from its badge and from the launch button, both for this very notebook."""
     found = page.evaluate("""() => {
@@ -256,6 +278,7 @@ def _visit_page(browser, server, screenshots, name: str) -> dict:
             problems.append(f"images that did not load: {broken}")
         if name.startswith("notebooks/"):
             problems += _check_colab_entry(page)
+            problems += _check_hidden_solutions(page)
         views = _widget_views(page)
         if views:
             problems += _check_widgets(page, views)
