@@ -121,6 +121,6 @@ def denoising_score_matching(score_fn: ScoreFn, x: Tensor, sigma: float, *, eps:
         eps = check_tensor("eps", eps, min_ndim=2)
         if eps.shape != x.shape:
             raise ValueError(f"eps must have the shape of x {tuple(x.shape)}, got {tuple(eps.shape)}")
-    x_noisy = x + sigma * eps
+    x_noisy = x + sigma * eps.to(x.dtype)  # the noisy input in the data's dtype, whatever eps's
     out = _check_output("score_fn", score_fn(x_noisy), x_noisy)
     return _reduce(0.5 * (out + eps.to(out.dtype) / sigma).pow(2).flatten(1).sum(1), reduce)

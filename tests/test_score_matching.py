@@ -135,8 +135,35 @@ def test_explicit_loss_is_zero_at_the_true_score_and_accepts_its_values():
     f = _linear(torch.eye(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
     assert sm.explicit_score_matching(f, x, f).item() == 0.0
     assert sm.explicit_score_matching(f, x, -x, reduce=False).shape == (10,)
+    x[0] = 0.0  # a field that ignores x has trace 0 everywhere, also at the origin
     zero = sm.implicit_score_matching(torch.zeros_like, x, reduce=False)  # tr 0 + |0|^2 / 2
     torch.testing.assert_close(zero, torch.zeros(10, dtype=torch.float64))
+
+
+def test_defaults_reduce_to_the_batch_mean_and_generators_make_draws_repeatable():
+    """reduce=True (the default) is the mean of the per-sample values; the same generator seed gives the same
+    Hutchinson probes and the same DSM noise (the noise is drawn as randn with that generator), another seed not."""
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+    gens = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    for loss in (lambda **k: sm.explicit_score_matching(net, x, -x, **k),
+                 lambda **k: sm.implicit_score_matching(net, x, method="hutchinson", generator=gens(1), **k),
+                 lambda **k: sm.denoising_score_matching(net, x, 0.3, generator=gens(1), **k)):
+        torch.testing.assert_close(loss(), loss(reduce=False).mean())
+    hutch = [sm.implicit_score_matching(net, x, method="hutchinson", generator=gens(k)) for k in (2, 2, 3)]
+    assert hutch[0] == hutch[1] and hutch[0] != hutch[2]
+    assert hutch[0] == sm.implicit_score_matching(net, x, method="hutchinson", n_probes=1, generator=gens(2))
+    eps = torch.randn(x.shape, generator=gens(4), dtype=x.dtype)
+    torch.testing.assert_close(sm.denoising_score_matching(net, x, 0.3, generator=gens(4)),
+                               sm.denoising_score_matching(net, x, 0.3, eps=eps))
+
+
+def test_losses_take_the_score_models_dtype():
+    """A float32 network scored against float64 references (true score, noise) gives a float32 loss."""
+    x = torch.randn(8, 2)
+    net = torch.nn.Linear(2, 2)
+    assert sm.explicit_score_matching(net, x, -x.double()).dtype == torch.float32
+    assert sm.denoising_score_matching(net, x, 0.5, eps=torch.randn(8, 2, dtype=torch.float64)).dtype == torch.float32
 
 
 @pytest.mark.parametrize("call,exc,words", [
@@ -159,6 +186,19 @@ def test_explicit_loss_is_zero_at_the_true_score_and_accepts_its_values():
      "eps must have the shape of x"),
     (lambda: sm.denoising_score_matching(lambda x: x, torch.zeros(4, 2), 0.5, reduce=1), TypeError,
      "reduce must be True or False"),
+    (lambda: sm.implicit_score_matching(3, torch.zeros(4, 2)), TypeError, "score_fn must be a function"),
+    (lambda: sm.implicit_score_matching(lambda x: x[:, :1], torch.zeros(4, 2)), ValueError,
+     "score_fn must return a tensor shaped like x"),
+    (lambda: sm.implicit_score_matching(lambda x: "s", torch.zeros(4, 2)), ValueError,
+     r"score_fn must return a tensor shaped like x \(4, 2\), got str"),
+    (lambda: sm.explicit_score_matching(lambda x: x, torch.zeros(0, 2), torch.zeros(0, 2)), ValueError,
+     "x must hold at least one sample"),
+    (lambda: sm.denoising_score_matching(None, torch.zeros(4, 2), 0.5), TypeError, "score_fn must be a function"),
+    (lambda: sm.denoising_score_matching(lambda x: x[:, :1], torch.zeros(4, 2), 0.5), ValueError,
+     r"score_fn must return a tensor shaped like x \(4, 2\), got \(4, 1\)"),
+    (lambda: sm.denoising_score_matching(lambda x: x, torch.zeros(4, 2), 0.5, eps=[0.0] * 8), TypeError, "eps must be"),
+    (lambda: sm.denoising_score_matching(lambda x: x, torch.zeros(4, 2), 0.5, eps=torch.zeros(8)), ValueError,
+     "eps must have at least 2"),
 ])
 def test_bad_input(call, exc, words):
     with pytest.raises(exc, match=words):
