@@ -87,6 +87,14 @@ def param_dtype(model: Any) -> torch.dtype | None:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
+def param_device(model: Any) -> torch.device | None:
+    """The device of a network's weights (its first parameter), or ``None`` for anything that is not an
+    ``nn.Module`` with parameters (a plain function, an oracle)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return next((p.device for p in model.parameters()), None)
+
+
 def broadcast_like(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-sample (B,) tensor to (B, 1, ..., 1) so that it broadcasts against ``x``."""
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))

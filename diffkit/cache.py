@@ -186,7 +186,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
         out = (trained.eval(), checkpoints.load_model(path)[1])
     else:
         checkpoints.save(path, trained.state_dict(), {**stamp, "config": content})
-        out = trained.eval()
+        out = trained.cpu().eval()  # on the CPU, as a model loaded from the cache is (a Trainer may use a GPU)
     if verbose:
         print(f"{name}: trained in {seconds} s, stored as {path}")
     return out

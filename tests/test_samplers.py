@@ -642,6 +642,28 @@ def test_a_float32_network_samples_from_float64_noise():
     torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_network_on_another_device_is_called_there_and_its_output_comes_back():
+    """A network whose weights live on another device (a GPU; here PyTorch's data-free 'meta' device) receives
+    x, t and the labels on that device; the sampler's state stays on x's device."""
+
+    class Elsewhere(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros((), device="meta"))
+            self.seen: list[str] = []
+
+        def forward(self, x, t, y=None):
+            self.seen += [x.device.type, t.device.type] + ([] if y is None else [y.device.type])
+            return torch.zeros(x.shape)  # the CPU stands in for the output of a real GPU network
+
+    path, x = paths.LinearPath(), torch.randn(4, 2)
+    for kwargs in ({}, {"y": torch.zeros(4, dtype=torch.long), "guidance": 2.0, "null_label": 1}):
+        net = Elsewhere()
+        out = samplers.euler(net, x, grids.uniform(2), path, target="velocity", **kwargs)
+        assert set(net.seen) == {"meta"} and out.device == x.device
+        torch.testing.assert_close(out, x)  # zero velocity: nothing moves
+
+
 def test_prior_is_the_noise_of_the_path_at_t():
     path = paths.VEPath(0.01, 10.0)
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
