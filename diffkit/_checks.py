@@ -95,6 +95,20 @@ def param_device(model: Any) -> torch.device | None:
     return next((p.device for p in model.parameters()), None)
 
 
+def call_network(model: Any, x: Tensor, t: Tensor, y: Tensor | None = None, *, name: str = "x") -> Tensor:
+    """``model(x, t[, y])`` at the network's boundary: a network (``nn.Module``) is called on its own device and
+    floating dtype (a float32 model on float64 noise, a GPU model on CPU tensors) and its output comes back to
+    ``x``'s; a plain function gets the inputs as they are.  The output must be shaped like ``x`` (``name`` says
+    what ``x`` is in the error)."""
+    dtype, device = param_dtype(model) or x.dtype, param_device(model) or x.device
+    xm, tm = x.to(device=device, dtype=dtype), t.to(device=device, dtype=dtype)
+    out = model(xm, tm) if y is None else model(xm, tm, y.to(device))
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        raise ValueError(f"model output must have the shape of {name} {tuple(x.shape)}, "
+                         f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+    return out.to(device=x.device, dtype=x.dtype)
+
+
 def broadcast_like(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-sample (B,) tensor to (B, 1, ..., 1) so that it broadcasts against ``x``."""
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_choice, check_finite, check_number, check_tensor, randn_like
+from ._checks import as_time, call_network, check_choice, check_finite, check_number, check_tensor, randn_like
 from .coupling import ot_pair
 from . import paths as _paths
 from .paths import GaussianPath, LinearPath, check_path
@@ -101,12 +101,8 @@ def loss_weight(weighting: str | None, t: Tensor, path: GaussianPath, gamma: flo
 
 
 def _predict(model: Model, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-    """``model(x_t, t[, y])``, checked to return a tensor shaped like ``x_t`` (that is, like x0)."""
-    pred = model(x_t, t, y) if y is not None else model(x_t, t)
-    if not isinstance(pred, Tensor) or pred.shape != x_t.shape:
-        raise ValueError(f"model output must have the shape of x0 {tuple(x_t.shape)}, "
-                         f"got {tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__}")
-    return pred
+    """``model(x_t, t[, y])`` on the network's device and dtype, checked to be shaped like ``x_t`` (like x0)."""
+    return call_network(model, x_t, t, y, name="x0")
 
 
 def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,

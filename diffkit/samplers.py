@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._checks import (check_choice, check_finite, check_number, check_positive_int, check_tensor, param_device,
-                      param_dtype, randn_like)
+from ._checks import (call_network, check_choice, check_finite, check_number, check_positive_int, check_tensor,
+                      randn_like)
 from .models import check_guidance_support
 from .paths import GaussianPath, check_path
 from .targets import TARGETS, to_x0_eps
@@ -92,10 +92,6 @@ class Denoiser:
             raise ValueError(f"null_label={null_label} disagrees with the model's null label {own_null} "
                              f"(pass null_label=model.null_label)")
         self.model, self.path, self.target, self.y, self.null_label = model, path, target, y, null_label
-        #: the floating dtype of the network's weights (None for a plain function): inputs are cast to it
-        self.model_dtype = param_dtype(model)
-        #: the device of the network's weights (None for a plain function): inputs go there, outputs come back
-        self.model_device = param_device(model)
 
     def prediction(self, x: Tensor, t: float | Tensor) -> Tensor:
         """The (guided) raw model output at ``(x, t)``.  A network (``nn.Module``) whose weights have another
@@ -107,20 +103,12 @@ class Denoiser:
             else t.to(x.dtype).expand(B)
         if self.y is not None and self.y.shape[0] != B:
             raise ValueError(f"y must have one label per sample ({B}), got shape {tuple(self.y.shape)}")
-        dtype, device = self.model_dtype or x.dtype, self.model_device or x.device
-        xm, tm = x.to(device=device, dtype=dtype), t_b.to(device=device, dtype=dtype)
-        y = None if self.y is None else self.y.to(device)
         if self.guidance == 1.0:
-            out = self.model(xm, tm, y) if y is not None else self.model(xm, tm)
-        else:
-            null = torch.full_like(y, self.null_label)
-            both = self.model(torch.cat([xm, xm]), torch.cat([tm, tm]), torch.cat([y, null]))
-            cond, uncond = both.chunk(2)
-            out = uncond + self.guidance * (cond - uncond)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, "
-                             f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
-        return out.to(device=x.device, dtype=x.dtype)
+            return call_network(self.model, x, t_b, self.y)
+        null = torch.full_like(self.y, self.null_label)
+        both = call_network(self.model, torch.cat([x, x]), torch.cat([t_b, t_b]), torch.cat([self.y, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + self.guidance * (cond - uncond)
 
     def __call__(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`(\hat x_0, \hat\varepsilon)` at ``(x, t)``.  With ``clip_x0 = c``, :math:`\hat x_0` is clamped to

@@ -32,18 +32,26 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def _image_stack(frames: Sequence[bytes], claim: str) -> widgets.Stack:
+    """One ``Image`` per PNG frame, stacked: the selected one is shown.  ``claim`` opens the error message
+    ("frames must be")."""
+    if not all(isinstance(f, (bytes, bytearray)) for f in frames):
+        raise TypeError(f"{claim} PNG bytes (use diffkit.widgets.figure_png(fig))")
+    return widgets.Stack(children=[widgets.Image(value=bytes(f), format="png") for f in frames], selected_index=0)
+
+
+def _label_slider(labels: Sequence[str], description: str) -> widgets.SelectionSlider:
+    return widgets.SelectionSlider(options=[str(s) for s in labels], index=0, description=description,
+                                   continuous_update=True, layout=widgets.Layout(width="420px"))
+
+
 def frame_slider(frames: Sequence[bytes], labels: Sequence[str], *, description: str = "t",
                  interval_ms: int = 400) -> widgets.VBox:
     """A slider over ``frames`` (PNG bytes, e.g. from :func:`figure_png`), labelled by ``labels``, with a play
     button; all links run client-side, so the exported HTML stays interactive."""
     if len(frames) == 0 or len(frames) != len(labels):
         raise ValueError(f"frames and labels must be non-empty and of equal length, got {len(frames)} and {len(labels)}")
-    if not all(isinstance(f, (bytes, bytearray)) for f in frames):
-        raise TypeError("frames must be PNG bytes (use diffkit.widgets.figure_png(fig))")
-    images = [widgets.Image(value=bytes(f), format="png") for f in frames]
-    stack = widgets.Stack(children=images, selected_index=0)
-    slider = widgets.SelectionSlider(options=[str(s) for s in labels], index=0, description=description,
-                                     continuous_update=True, layout=widgets.Layout(width="420px"))
+    stack, slider = _image_stack(frames, "frames must be"), _label_slider(labels, description)
     play = widgets.Play(min=0, max=len(frames) - 1, step=1, interval=interval_ms, description="play")
     links = (widgets.jslink((play, "value"), (slider, "index")),
              widgets.jslink((slider, "index"), (stack, "selected_index")))
@@ -73,19 +81,12 @@ def frame_grid(frames: Sequence[Sequence[bytes]], row_labels: Sequence[str], col
             raise TypeError(f"frames[{i}] must be a list of PNG bytes (one per column), got {type(row).__name__}")
         if len(row) != n_cols:
             raise ValueError(f"frames[{i}] must have one frame per column label ({n_cols}), got {len(row)}")
-        if not all(isinstance(f, (bytes, bytearray)) for f in row):
-            raise TypeError(f"frames[{i}] must hold PNG bytes (use diffkit.widgets.figure_png(fig))")
     for name, labels in (("row_labels", row_labels), ("col_labels", col_labels)):
         if len({str(s) for s in labels}) != len(labels):
             raise ValueError(f"{name} must be distinct (a slider selects by label), got {list(labels)}")
-    inner = [widgets.Stack(children=[widgets.Image(value=bytes(f), format="png") for f in row], selected_index=0)
-             for row in frames]
+    inner = [_image_stack(row, f"frames[{i}] must hold") for i, row in enumerate(frames)]
     outer = widgets.Stack(children=inner, selected_index=0)
-    layout = widgets.Layout(width="420px")
-    row_slider = widgets.SelectionSlider(options=[str(s) for s in row_labels], index=0, description=row_description,
-                                         continuous_update=True, layout=layout)
-    col_slider = widgets.SelectionSlider(options=[str(s) for s in col_labels], index=0, description=col_description,
-                                         continuous_update=True, layout=widgets.Layout(width="420px"))
+    row_slider, col_slider = _label_slider(row_labels, row_description), _label_slider(col_labels, col_description)
     links = (widgets.jslink((row_slider, "index"), (outer, "selected_index")),
              *(widgets.jslink((col_slider, "index"), (stack, "selected_index")) for stack in inner))
     box = widgets.VBox([row_slider, col_slider, outer])
