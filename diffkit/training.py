@@ -93,7 +93,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     seed: int = 0
-    mixed_precision: bool = True  # used on CUDA only
+    mixed_precision: bool = False  # bf16/fp16 autocast on CUDA only; off by default so every device trains in fp32
     checkpoint_every: int = 0  # steps; 0 = only at the end (when a checkpoint path is given)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, part of the cache key
 
@@ -250,6 +250,7 @@ class Trainer:
         #: The :class:`~diffkit.losses.Objective` trained (its ``path`` and ``target``), or ``None`` for a plain
         #: ``loss_fn`` (then pass ``objective=`` to :func:`diffkit.checkpoints.save_model`).
         self.objective = self.loss_fn if isinstance(self.loss_fn, losses.Objective) else None
+        checkpoints.record_objective(model, self.objective)  # the samplers read the target (and path) from the model
         self.config = config
         self.checkpoint_path = None
         if checkpoint_path is not None:

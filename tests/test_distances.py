@@ -3,7 +3,10 @@ import math
 import pytest
 import torch
 
-from diffkit.distances import energy_distance, mmd, sliced_wasserstein, with_noise_floor
+import functools
+
+from diffkit import distances
+from diffkit.distances import energy_distance, mmd, null_band, sliced_wasserstein, with_null_band
 
 
 def _gaussians(n, shift, d=2, seed=0):
@@ -66,29 +69,82 @@ def _true(n, g):
     return torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-def test_noise_floor_is_the_distance_between_two_fresh_true_sets():
+def test_null_band_is_the_distance_from_fresh_true_sets_to_one_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    band = null_band(mmd, _true, 200, pairs=30, seed=3)
+    reference = _true(200, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(band.reference, reference, rtol=0, atol=0)
+    want = torch.tensor([mmd(_true(200, torch.Generator().manual_seed(3 + k)), reference).item()
+                         for k in range(1, 31)], dtype=torch.float64)
+    torch.testing.assert_close(band.values, want, rtol=0, atol=0)
+    assert band.mean == pytest.approx(want.mean().item()) and band.sd == pytest.approx(want.std().item())
+    assert band.upper == pytest.approx(torch.quantile(want, 0.95).item()) and band.pairs == 30
+    wrong = torch.randn(300, 2, dtype=torch.float64) + 0.5  # a wrong model
+    shifted = band.measure(wrong)
+    assert shifted.value == mmd(wrong[:200], reference).item()
+    assert not shifted.in_band and shifted.z > 10 and "above the null band" in str(shifted)
+
+
+def test_a_perfect_model_lands_in_the_band_at_about_its_stated_rate(tmp_path, monkeypatch):
+    """Fresh true sets fall at or below the 95% quantile about 95% of the time (not half the time, as a band built
+    from true-vs-true pairs with a different reference does)."""
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    band = null_band(energy_distance, _true, 100, pairs=60, seed=0)
+    hits = [band.measure(_true(100, torch.Generator().manual_seed(1000 + k))).in_band for k in range(200)]
+    rate = sum(hits) / len(hits)
+    assert 0.85 < rate <= 1.0, rate  # 95% nominal; 60 null draws give a quantile good to a few percent
+    assert (band.values < 0).any() and (band.values > 0).any()  # unbiased: no clamping at 0
+
+
+def test_null_band_is_cached_on_disk_by_metric_data_and_n(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def counted(n, g):
+        calls.append(n)
+        return _true(n, g)
+
+    first = null_band(mmd, counted, 50, pairs=30)
+    assert len(list((tmp_path / "bands").glob("*.json"))) == 1
+    calls.clear()
+    again = null_band(mmd, counted, 50, pairs=30)
+    assert len(calls) == 2  # only the reference and the first fresh set, drawn to check the key
+    torch.testing.assert_close(again.values, first.values, rtol=0, atol=0)
+    other = null_band(functools.partial(mmd, bandwidths=(1.0,)), counted, 50, pairs=30)  # another metric
+    shifted = null_band(mmd, lambda n, g: _true(n, g) + 1, 50, pairs=30)  # other data
+    assert not torch.equal(other.values, first.values) and not torch.equal(shifted.values, first.values)
+    assert len(list((tmp_path / "bands").glob("*.json"))) == 3
+    null_band(lambda x, y: mmd(x, y), counted, 50, pairs=30)  # a lambda is never cached: its name says nothing
+    assert len(list((tmp_path / "bands").glob("*.json"))) == 3
+
+
+def test_with_null_band_measures_against_the_band_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
     samples = torch.randn(300, 2, dtype=torch.float64) + 0.5
-    report = with_noise_floor(mmd, samples, _true, 200, seed=3)
-    g = [torch.Generator().manual_seed(3 + k) for k in range(3)]
-    truth, a, b = (_true(200, gk) for gk in g)
-    assert report.distance == mmd(samples[:200], truth).item() and report.floor == mmd(a, b).item()
-    assert report.n == 200 and report.metric == "mmd" and "noise floor" in str(report)
-    assert report.distance > 10 * abs(report.floor)  # a shifted model is far above the floor
+    m = with_null_band(mmd, samples, _true, 200, seed=3)
+    band = null_band(mmd, _true, 200, seed=3)
+    assert m.value == mmd(samples[:200], band.reference).item() and m.band.n == 200
+    assert m.z == pytest.approx((m.value - band.mean) / band.sd) and float(m) == m.value
+    assert len(str(m)) <= 90  # one line in the book's column
 
 
-def test_a_perfect_model_sits_at_the_floor_which_can_be_negative():
-    floors = [with_noise_floor(energy_distance, _true(100, torch.Generator().manual_seed(99)), _true, seed=s)
-              for s in range(0, 30, 3)]
-    assert any(f.floor < 0 for f in floors) and any(f.floor > 0 for f in floors)  # unbiased: no clamping at 0
-    for f in floors:  # samples from the true distribution: the distance is of the size of the floor
-        assert abs(f.distance) < 0.1 and abs(f.floor) < 0.1
-
-
-def test_noise_floor_bad_input():
+def test_null_band_bad_input():
     x = torch.randn(10, 2)
     with pytest.raises(TypeError, match="metric must be a function"):
-        with_noise_floor("mmd", x, _true)
+        with_null_band("mmd", x, _true)
     with pytest.raises(ValueError, match="n must be at most the number of samples"):
-        with_noise_floor(mmd, x, _true, 20)
-    with pytest.raises(ValueError, match=r"must return \(10, 2\), got \(10, 3\)"):
-        with_noise_floor(mmd, x, lambda n, g: torch.randn(n, 3, generator=g))
+        with_null_band(mmd, x, _true, 20)
+    with pytest.raises(ValueError, match=r"must return \(10, 2\) like samples, got \(10, 3\)"):
+        with_null_band(mmd, x, lambda n, g: torch.randn(n, 3, generator=g), pairs=2)
+    with pytest.raises(ValueError, match="quantile must be"):
+        null_band(mmd, _true, 10, quantile=95)
+    with pytest.raises(ValueError, match="pairs must be"):
+        null_band(mmd, _true, 10, pairs=1)
+    band = null_band(mmd, _true, 10, pairs=5, seed=1)
+    with pytest.raises(ValueError, match="at least n = 10 rows"):
+        band.measure(torch.randn(5, 2))
+    with pytest.raises(ValueError, match="2 columns"):
+        band.measure(torch.randn(10, 3))
+    with pytest.raises(TypeError, match=r"bandwidths=\[0.5\]"):
+        mmd(x, x, bandwidths=0.5)
+    assert not hasattr(distances, "with_noise_floor")

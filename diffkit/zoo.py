@@ -1,0 +1,50 @@
+r"""The course's trained models, shared across chapters and cached (chapters 3–5 and later).
+
+A model trained in one chapter and used again in another is defined here once, so that every chapter loads the
+same weights from :mod:`diffkit.cache` instead of keeping its own copy of the configuration.  Budgets are
+training *steps* (:func:`diffkit.budget`), never seconds, and the data and precision are pinned (the 4,000
+offline MNIST digits, fp32), so a reader on any machine gets the book's model, only faster on a faster one.
+
+* :func:`ddpm_mnist_unet` — chapter 3's ε-prediction U-Net on MNIST: DDPM's linear schedule with N = 1000
+  steps (:math:`t = n/N`), the simple loss :math:`\lVert \varepsilon - \hat\varepsilon_\theta(x_n, n/N)\rVert^2`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from . import cache, data, losses, models, paths, training
+from .budgets import budget
+
+__all__ = ["DDPM_MNIST", "ddpm_mnist_unet", "ddpm_mnist_setup"]
+
+
+def ddpm_mnist_setup() -> dict[str, Any]:
+    """Chapter 3's MNIST run, as data: ``path``, ``objective``, ``unet`` (the U-Net's arguments), ``config`` (the
+    :class:`~diffkit.training.TrainConfig`, whose ``steps`` is ``budget(full=1600, quick=30)``; 1,600 steps took
+    about 330 s on 2 CPU cores).  Read it to print or explain the run; :func:`ddpm_mnist_unet` trains it."""
+    path = paths.DiscretePath.from_schedule("linear", 1000)
+    return {
+        "path": path,
+        "objective": losses.objective("ddpm", path=path, target="eps"),
+        "unet": dict(base_channels=16, channel_mults=(1, 2), attention_resolutions=()),
+        "config": training.TrainConfig(steps=budget(full=1600, quick=30), batch_size=64, lr=1e-3,
+                                       ema_decay=0.995, mixed_precision=False),
+    }
+
+
+#: Chapter 3's MNIST run in the current mode (see :func:`ddpm_mnist_setup`).
+DDPM_MNIST = ddpm_mnist_setup()
+
+
+def ddpm_mnist_unet(*, verbose: bool = True) -> nn.Module:
+    """Chapter 3's ε-U-Net, trained ``DDPM_MNIST["config"].steps`` steps on the 4,000 offline training digits
+    (:func:`diffkit.data.mnist_tensors`), or loaded from the cache when a chapter already trained it.  Returns the
+    EMA weights in eval mode on the CPU."""
+    setup = ddpm_mnist_setup()
+    digits, _ = data.mnist_tensors("train", verbose=verbose)
+    model, _ = cache.cached_model("ddpm-mnist-unet", setup["config"], lambda: models.UNet(**setup["unet"]),
+                                  objective=setup["objective"], data=digits, verbose=verbose)
+    return model
