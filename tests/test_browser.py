@@ -219,23 +219,29 @@ def _check_widgets(page, views: int) -> list[str]:
 
 
 def _check_hidden_solutions(page) -> list[str]:
-    """A chapter with auto-checked exercises shows each reference solution only on demand: the solution cell's
-    output sits in a closed toggle, is invisible until its summary is clicked, and visible after."""
+    """A chapter with auto-checked exercises shows each reference solution only on demand: the output of each
+    ``exercises.solution(name)`` cell is one closed ``<details class="diffkit-solution">`` block (stored in the
+    notebook, so Jupyter and Colab show it closed too), whose code is invisible until its summary is clicked, and
+    visible after."""
     problems = []
-    cells = page.locator(".cell.tag_hide-output")
+    cells = page.locator(".cell", has=page.locator(".cell_input", has_text="exercises.solution("))
     if page.locator("text=exercises.check(").count() and cells.count() == 0:
-        return ["exercises but no hidden solution (a solution cell needs the hide-output tag)"]
+        return ["exercises but no solution cell (a bare exercises.solution(name) after each check)"]
     for i in range(cells.count()):
-        cell, label = cells.nth(i), f"hidden solution {i}"
-        toggle, output = cell.locator("details"), cell.locator(".cell_output")
-        if toggle.count() != 1 or output.count() == 0:
-            problems.append(f"{label}: no toggle around the output")
+        cell, label = cells.nth(i), f"solution {i}"
+        toggle = cell.locator(".cell_output details.diffkit-solution")
+        if toggle.count() != 1:
+            problems.append(f"{label}: its output is not one collapsed solution block (found {toggle.count()})")
             continue
-        if toggle.evaluate("d => d.open") or output.first.is_visible():
+        code, summary = toggle.locator("pre").first, toggle.locator("summary").first
+        if toggle.evaluate("d => d.open") or code.is_visible():
             problems.append(f"{label}: shown before the reader asks for it")
-        toggle.locator("summary").click()
-        if not output.first.is_visible() or not output.first.inner_text().strip():
-            problems.append(f"{label}: clicking its toggle does not show it")
+        if not summary.is_visible():  # e.g. inside another toggle that is closed: the reader cannot open it
+            problems.append(f"{label}: its summary is not visible, so it cannot be opened")
+            continue
+        summary.click()
+        if not code.is_visible() or not code.inner_text().strip():
+            problems.append(f"{label}: clicking its summary does not show it")
     return problems
 
 
