@@ -1,9 +1,10 @@
 """The built book as readers get it, opened in headless Chromium with every request off localhost refused.
 
 The book is built from scratch (warnings are errors), served on 127.0.0.1, and every page in ``_toc.yml`` is
-checked: the math rendered (no raw TeX outside code), every figure loaded, nothing failed to load, nothing
-was fetched from the network, no console error, every stored widget rendered, and every widget slider changes
-what the reader sees, and every exercise's reference solution stays hidden until its toggle is clicked. The
+checked: the math rendered (no raw TeX outside code), every display equation fits the text column at 1280 px,
+every figure loaded, nothing failed to load, nothing was fetched from the network, no console error, every
+stored widget rendered, and every widget slider changes what the reader sees, and every exercise's reference
+solution stays hidden until its toggle is clicked. The
 search page must find the chapters. A full-page screenshot of each page and a short report
 (``browser-report.json``) go to ``$DIFFKIT_SCREENSHOTS`` (default ``_build/screenshots``).
 
@@ -165,6 +166,25 @@ def _math_report(page) -> dict:
     }""")
 
 
+def _overflowing_equations(page) -> list[str]:
+    """Display equations wider than their container (the viewport is 1280 px wide): their right side is cut off
+    or hidden behind a scroll bar.  Each is named by the start of its TeX and its width against the column's."""
+    return page.evaluate("""() => {
+        const out = [];
+        document.querySelectorAll('mjx-container[display="true"]').forEach(el => {
+            const host = el.closest('.math') || el.parentElement;
+            const width = el.getBoundingClientRect().width, column = host.getBoundingClientRect().width;
+            if (el.scrollWidth > el.clientWidth + 2 || width > column + 2) {
+                const items = (window.MathJax && MathJax.startup && MathJax.startup.document)
+                    ? MathJax.startup.document.getMathItemsWithin(host) : [];
+                const tex = (items.length ? items[0].math : host.textContent).trim().slice(0, 60);
+                out.push(`${Math.round(Math.max(el.scrollWidth, width))} px in a ${Math.round(column)} px column: ${tex}`);
+            }
+        });
+        return out;
+    }""")
+
+
 def _image_report(page) -> list[str]:
     """Sources of the images that did not load (after forcing lazy ones to load)."""
     return page.evaluate("""async () => {
@@ -279,6 +299,9 @@ def _visit_page(browser, server, screenshots, name: str) -> dict:
         if raw:
             start = max(0, raw.start() - 60)
             problems.append(f"raw TeX in the page text: ...{math['text'][start:raw.end() + 60]!r}")
+        wide = _overflowing_equations(page)
+        if wide:
+            problems.append(f"{len(wide)} display equations wider than the column at 1280 px: {wide}")
         broken = _image_report(page)
         if broken:
             problems.append(f"images that did not load: {broken}")
