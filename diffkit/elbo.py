@@ -16,7 +16,7 @@ indices ``n`` as integer tensors (B,) in :math:`1..N`.  The model is ``model(x, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,8 @@ from ._checks import check_choice, check_positive_int, check_tensor
 from .paths import DiscretePath
 
 __all__ = ["posterior", "gaussian_kl", "eps_weight", "model_mean", "kl_term", "prior_kl",
-           "discretized_gaussian_log_likelihood", "decoder_nll", "Bound", "nll_bound", "VARIANCES"]
+           "discretized_gaussian_log_likelihood", "decoder_nll", "Bound", "nll_bound", "importance_proposal",
+           "VARIANCES", "SAMPLINGS"]
 
 VARIANCES = ("beta_tilde", "beta")
 
@@ -106,9 +107,9 @@ def model_mean(path: DiscretePath, x_n: Tensor, n: Tensor | int, eps_hat: Tensor
 
 
 def eps_weight(path: DiscretePath, n: Tensor | int, variance: str = "beta_tilde") -> Tensor:
-    r"""The weight :math:`\lambda_n = \frac{\beta_n^2}{2\sigma_n^2\,\alpha_n\,(1 - \bar\alpha_n)}` that turns the
+    r"""The weight :math:`w_n = \frac{\beta_n^2}{2\sigma_n^2\,\alpha_n\,(1 - \bar\alpha_n)}` that turns the
     squared error of :math:`\hat\varepsilon` into the KL term (chapter 3): with :math:`\sigma_n^2 = \tilde\beta_n`,
-    :math:`L_{n-1} = \lambda_n \|\varepsilon - \hat\varepsilon\|^2` exactly; with :math:`\sigma_n^2 = \beta_n` up to
+    :math:`L_{n-1} = w_n \|\varepsilon - \hat\varepsilon\|^2` exactly; with :math:`\sigma_n^2 = \beta_n` up to
     a constant.  (B,) for ``n`` (B,), :math:`n \ge 2`."""
     path = _check_path(path)
     n = torch.as_tensor(n).long().reshape(-1)
@@ -181,16 +182,27 @@ def decoder_nll(path: DiscretePath, x0: Tensor, x_1: Tensor, eps_hat: Tensor, *,
     return -_per_sample(log_p)
 
 
+SAMPLINGS = ("uniform", "importance", "stratified")
+
+
 @dataclass(frozen=True)
 class Bound:
     """The terms of the bound per sample (B,), in nats; ``middle`` is :math:`\\sum_{n=2}^N L_{n-1}` (exact, or an
-    unbiased estimate when ``n_terms < N - 1``); ``dims`` is the number of dimensions per sample."""
+    unbiased estimate when ``n_terms < N - 1``); ``dims`` is the number of dimensions per sample.
+
+    ``middle_se`` (B,) estimates the standard error of each sample's ``middle`` over the random steps and noise
+    draws (the spread of the single-draw estimates over :math:`\\sqrt k` for independent steps; neighbouring
+    strata or steps paired, which over-estimates it slightly, for ``"stratified"`` and for all terms).  ``terms``
+    (B, N - 1) holds every :math:`L_{n-1}`, :math:`n = 2..N`, when all of them were computed (else ``None``):
+    the pilot of :func:`importance_proposal`."""
 
     prior: Tensor
     middle: Tensor
     decoder: Tensor
     dims: int
     n_terms: int
+    middle_se: Tensor | None = None
+    terms: Tensor | None = None
 
     @property
     def total(self) -> Tensor:
@@ -206,41 +218,126 @@ class Bound:
         b = self.bits_per_dim
         return b.mean().item(), (b.std() / math.sqrt(b.numel())).item() if b.numel() > 1 else math.nan
 
+    def upper_limit(self, level: float = 0.95) -> float:
+        """A one-sided upper confidence limit on the mean bits/dim: mean + :math:`z_{level}` standard errors
+        (1.645 of them at 95%).  The mean is an unbiased estimate *of* a bound, so it can fall below the bound;
+        this limit is above the expected bound with probability ``level`` (normal approximation)."""
+        if not 0.5 <= level < 1:
+            raise ValueError(f"level must lie in [0.5, 1), got {level}")
+        mean, se = self.mean_and_se()
+        return mean + math.sqrt(2) * torch.special.erfinv(torch.tensor(2 * level - 1.0)).item() * se
+
+
+def importance_proposal(terms: Tensor, *, mix: float = 0.1) -> Tensor:
+    r"""Step probabilities :math:`p(n) \propto \sqrt{\mathbb E[L_{n-1}^2]}`, :math:`n = 2..N`, from a pilot
+    ``terms`` (B, N - 1) (``Bound.terms`` of an all-terms :func:`nll_bound`), mixed with a share ``mix`` of the
+    uniform law so that every step keeps a probability of at least ``mix / (N - 1)`` (chapter 3; Nichol and
+    Dhariwal's importance sampling of the bound).  Returns (N - 1,) float64 summing to one."""
+    terms = check_tensor("terms", terms, min_ndim=2).double()
+    if not 0 < mix <= 1:
+        raise ValueError(f"mix must lie in (0, 1], got {mix}")
+    root = terms.pow(2).mean(0).sqrt()
+    if not torch.isfinite(root).all() or root.sum() <= 0:
+        raise ValueError("the pilot terms must be finite and not all zero")
+    return (1 - mix) * root / root.sum() + mix / root.numel()
+
+
+def _draw_steps(N: int, B: int, k: int, sampling: str, proposal: Tensor | None,
+                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Steps (B, k) in 2..N and their weights 1 / (k p(n)), so that sum_j w_j L_{n_j} is unbiased."""
+    if proposal is None:
+        p = torch.full((N - 1,), 1.0 / (N - 1), dtype=torch.float64)
+    else:
+        p = check_tensor("proposal", proposal).double()
+        if p.shape != (N - 1,) or (p <= 0).any() or abs(p.sum().item() - 1) > 1e-6:
+            raise ValueError(f"proposal must hold N - 1 = {N - 1} positive probabilities of the steps 2..N "
+                             f"summing to one, got shape {tuple(p.shape)}")
+    if sampling == "uniform":
+        if proposal is not None:
+            raise ValueError("sampling='uniform' takes no proposal: use sampling='importance'")
+        idx = torch.randint(0, N - 1, (B, k), generator=generator)
+    else:
+        u = torch.rand(B, k, generator=generator, dtype=torch.float64)
+        if sampling == "stratified":  # one draw in each of the k equal-probability strata
+            u = (torch.arange(k, dtype=torch.float64) + u) / k
+        cdf = torch.cumsum(p, 0)
+        idx = torch.searchsorted(cdf, u, right=True).clamp(max=N - 2)  # inverse CDF: P(idx = i) = p[i]
+    return idx + 2, 1.0 / (k * p[idx])
+
+
+def _pair_se(contrib: Tensor) -> Tensor:
+    """Standard error of the sum of independent columns (B, k), neighbours paired (k >= 2)."""
+    k = contrib.shape[1] - contrib.shape[1] % 2
+    var = (contrib[:, 0:k:2] - contrib[:, 1:k:2]).pow(2).sum(-1)
+    if contrib.shape[1] % 2:  # an odd column out: pair it with its left neighbour
+        var = var + (contrib[:, -1] - contrib[:, -2]).pow(2)
+    return var.sqrt()
+
 
 @torch.no_grad()
 def nll_bound(model: Callable[..., Tensor], x0: Tensor, path: DiscretePath, *, n_terms: int | None = None,
-              variance: str = "beta_tilde", discrete: bool = True, levels: int = 256, batch_size: int = 512,
-              generator: torch.Generator | None = None) -> Bound:
+              sampling: str = "uniform", proposal: Tensor | None = None,
+              variance: str | Sequence[str] = "beta_tilde", discrete: bool = True, levels: int = 256,
+              batch_size: int = 512, generator: torch.Generator | None = None) -> Bound | dict[str, Bound]:
     r"""The variational bound :math:`L \ge -\log p_\theta(x_0)` of an :math:`\varepsilon`-model, per sample
     (chapter 3): :math:`L_N` + :math:`\sum_{n=2}^N L_{n-1}` + :math:`L_0`, each :math:`L` at one draw
-    :math:`x_n \sim q(x_n|x_0)`.  ``n_terms=None`` sums all :math:`N - 1` KL terms; otherwise each sample gets
-    ``n_terms`` steps drawn uniformly from :math:`2..N` and :math:`(N-1)` times their mean (an unbiased estimate).
-    With ``discrete=True`` (8-bit pixels in [-1, 1]) the bits/dim bound the discrete negative log-likelihood."""
+    :math:`x_n \sim q(x_n|x_0)`.
+
+    ``n_terms=None`` sums all :math:`N - 1` KL terms.  Otherwise each sample gets ``n_terms`` = :math:`k` steps
+    and the sum is estimated without bias by :math:`\sum_j L_{n_j - 1} / (k\,p(n_j))`:
+
+    * ``sampling="uniform"``: :math:`n_j` uniform on :math:`2..N` (so :math:`(N-1)` times the mean term);
+    * ``"importance"``: :math:`n_j` drawn independently from ``proposal`` (:func:`importance_proposal`);
+    * ``"stratified"``: one :math:`n_j` in each of :math:`k` strata of equal probability under ``proposal``
+      (uniform when ``None``), by the inverse CDF of :math:`(j + U_j)/k`.
+
+    ``variance`` names :math:`\sigma_n^2` (``"beta_tilde"`` or ``"beta"``); a sequence of names returns a dict
+    ``{name: Bound}`` computed from the same network calls.  With ``discrete=True`` (8-bit pixels in [-1, 1])
+    the bits/dim bound the discrete negative log-likelihood."""
     path = _check_path(path)
     x0 = check_tensor("x0", x0, min_ndim=2).double()
-    check_choice("variance", variance, VARIANCES)
+    names = (variance,) if isinstance(variance, str) else tuple(variance)
+    for name in names:
+        check_choice("variance", name, VARIANCES)
+    check_choice("sampling", sampling, SAMPLINGS)
     B, N = x0.shape[0], path.n_steps
-    k = N - 1 if n_terms is None else check_positive_int("n_terms", n_terms)
     if n_terms is None:
-        steps = torch.arange(2, N + 1).repeat(B, 1)
+        k = N - 1
+        steps, weights = torch.arange(2, N + 1).repeat(B, 1), torch.ones(B, N - 1, dtype=torch.float64)
     else:
-        steps = torch.randint(2, N + 1, (B, k), generator=generator)
-    owner = torch.arange(B).repeat_interleave(steps.shape[1])
-    steps = torch.cat([steps, torch.ones(B, 1, dtype=torch.long)], 1).reshape(-1)  # step 1: the decoder
-    owner = torch.cat([owner.reshape(B, -1), torch.arange(B)[:, None]], 1).reshape(-1)
-    middle, decoder = torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+        k = check_positive_int("n_terms", n_terms)
+        if sampling == "importance" and proposal is None:
+            raise ValueError("sampling='importance' needs a proposal (see elbo.importance_proposal)")
+        steps, weights = _draw_steps(N, B, k, sampling, proposal, generator)
+    owner = torch.arange(B).repeat_interleave(k)
+    flat_steps = torch.cat([steps, torch.ones(B, 1, dtype=torch.long)], 1).reshape(-1)  # step 1: the decoder
+    flat_owner = torch.cat([owner.reshape(B, -1), torch.arange(B)[:, None]], 1).reshape(-1)
+    slot = torch.cat([torch.arange(k).repeat(B, 1), torch.full((B, 1), -1)], 1).reshape(-1)
+    contrib = {name: torch.zeros(B, k, dtype=torch.float64) for name in names}  # w_j L_{n_j - 1}
+    decoder = torch.zeros(B, dtype=torch.float64)
     dtype = next((p.dtype for p in getattr(model, "parameters", lambda: iter(()))()), x0.dtype)
-    for start in range(0, steps.numel(), batch_size):
-        n, who = steps[start:start + batch_size], owner[start:start + batch_size]
+    for start in range(0, flat_steps.numel(), batch_size):
+        n, who = flat_steps[start:start + batch_size], flat_owner[start:start + batch_size]
+        j = slot[start:start + batch_size]
         x, ab = x0[who], path.alpha_bar[n]
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64)
         x_n = _col(ab.sqrt(), x) * x + _col((1 - ab).sqrt(), x) * eps
         eps_hat = model(x_n.to(dtype), (n.double() / N).to(dtype)).double()
         dec = n == 1
         if (~dec).any():
-            kl = kl_term(path, x[~dec], x_n[~dec], n[~dec], eps_hat[~dec], variance)
-            middle.index_add_(0, who[~dec], kl * ((N - 1) / k))
+            w = weights[who[~dec], j[~dec]]
+            for name in names:
+                kl = kl_term(path, x[~dec], x_n[~dec], n[~dec], eps_hat[~dec], name)
+                contrib[name][who[~dec], j[~dec]] = kl * w
         if dec.any():
             decoder.index_add_(0, who[dec], decoder_nll(path, x[dec], x_n[dec], eps_hat[dec], discrete=discrete,
                                                          levels=levels))
-    return Bound(prior_kl(path, x0), middle, decoder, x0[0].numel(), k)
+    prior, out = prior_kl(path, x0), {}
+    for name in names:
+        c = contrib[name]
+        if n_terms is None or sampling == "stratified":
+            se = _pair_se(c) if k >= 2 else torch.full((B,), math.nan, dtype=torch.float64)
+        else:  # k independent single-draw estimates k * c_j of the sum
+            se = (k * c).std(-1) / math.sqrt(k) if k >= 2 else torch.full((B,), math.nan, dtype=torch.float64)
+        out[name] = Bound(prior, c.sum(-1), decoder, x0[0].numel(), k, se, c if n_terms is None else None)
+    return out[variance] if isinstance(variance, str) else out

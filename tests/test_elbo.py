@@ -165,3 +165,62 @@ def test_bits_per_dim_of_pixels_and_the_subset_estimate_is_unbiased():
            for s in range(200)]
     sub = torch.stack(sub)
     assert abs(sub.mean() - full.middle.mean()) < 5 * sub.std() / 200**0.5 + 0.05 * full.middle.mean().abs()
+
+
+def _pixel_case(B=4000, seed=8):
+    """A few 4x4 'images' repeated B times, N = 50 and a deliberately imperfect linear model."""
+    path = paths.DiscretePath.from_schedule("linear", 50)
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (4, 1, 4, 4), generator=g).double() / 127.5 - 1
+    return path, images.repeat(B // 4, 1, 1, 1), _gaussian_eps_model(path, 0.5)
+
+
+@pytest.mark.parametrize("sampling", elbo.SAMPLINGS)
+def test_every_step_sampling_is_unbiased_for_the_all_terms_sum(sampling):
+    path, x0, model = _pixel_case()
+    full = elbo.nll_bound(model, x0, path, generator=torch.Generator().manual_seed(9)).middle
+    pilot = elbo.nll_bound(model, x0[:8], path, generator=torch.Generator().manual_seed(10)).terms
+    proposal = None if sampling == "uniform" else elbo.importance_proposal(pilot)
+    est = elbo.nll_bound(model, x0, path, n_terms=3, sampling=sampling, proposal=proposal,
+                         generator=torch.Generator().manual_seed(11)).middle
+    se = math.hypot(full.std() / full.numel() ** 0.5, est.std() / est.numel() ** 0.5)
+    assert abs(est.mean() - full.mean()) < 5 * se, (sampling, est.mean(), full.mean(), se)
+
+
+def test_sampling_variances_and_their_standard_errors():
+    path, x0, model = _pixel_case(B=2000)
+    pilot = elbo.nll_bound(model, x0[:8], path, generator=torch.Generator().manual_seed(12))
+    assert pilot.terms.shape == (8, 49) and torch.allclose(pilot.terms.sum(-1), pilot.middle)
+    proposal = elbo.importance_proposal(pilot.terms)
+    assert proposal.shape == (49,) and abs(proposal.sum() - 1) < 1e-12 and proposal.min() >= 0.1 / 49
+    sd = {}
+    for sampling in elbo.SAMPLINGS:
+        b = elbo.nll_bound(model, x0, path, n_terms=6, sampling=sampling,
+                           proposal=None if sampling == "uniform" else proposal,
+                           generator=torch.Generator().manual_seed(13))
+        per_image = b.middle.reshape(-1, 4)  # the same 4 images repeated: spread = estimator noise
+        sd[sampling] = per_image.std(0).mean().item()
+        se = b.middle_se.reshape(-1, 4).pow(2).mean(0).sqrt().mean().item()  # its own estimate
+        assert 0.8 * sd[sampling] < se < (1.2 if sampling != "stratified" else 2.5) * sd[sampling], (sampling, sd, se)
+    assert sd["importance"] < sd["uniform"] and sd["stratified"] < sd["uniform"], sd
+
+
+def test_two_variances_from_the_same_calls_and_input_checks():
+    path, x0, model = _pixel_case(B=8)
+    both = elbo.nll_bound(model, x0, path, n_terms=5, variance=elbo.VARIANCES,
+                          generator=torch.Generator().manual_seed(14))
+    for name in elbo.VARIANCES:
+        one = elbo.nll_bound(model, x0, path, n_terms=5, variance=name, generator=torch.Generator().manual_seed(14))
+        torch.testing.assert_close(one.total, both[name].total)
+    assert torch.all(both["beta"].decoder == both["beta_tilde"].decoder)
+    with pytest.raises(ValueError, match="needs a proposal"):
+        elbo.nll_bound(model, x0, path, n_terms=5, sampling="importance")
+    with pytest.raises(ValueError, match="takes no proposal"):
+        elbo.nll_bound(model, x0, path, n_terms=5, proposal=torch.full((49,), 1 / 49))
+    with pytest.raises(ValueError, match="N - 1 = 49"):
+        elbo.nll_bound(model, x0, path, n_terms=5, sampling="importance", proposal=torch.full((10,), 0.1))
+    with pytest.raises(ValueError, match="sampling"):
+        elbo.nll_bound(model, x0, path, n_terms=5, sampling="sobol")
+    upper = both["beta"].upper_limit(0.95)
+    mean, se = both["beta"].mean_and_se()
+    assert abs(upper - (mean + 1.6448536 * se)) < 1e-5
