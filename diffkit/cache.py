@@ -132,6 +132,8 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     :class:`~diffkit.training.Trainer`, and ``(ema_model, info)`` is returned (as
     :func:`diffkit.checkpoints.load_model`).  With ``train``: it receives ``build()`` and returns the module to
     keep (e.g. the EMA weights), which is returned alone; ``objective`` and ``data``, when given, join the key.
+    Either way the model records the objective it was trained on (``model.diffkit_objective``: a Trainer's, or
+    ``objective=``), stored in the file and restored on load, so that the samplers take its target from it.
     """
     from .training import TrainConfig, Trainer, seed_everything
 
@@ -160,9 +162,11 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
                     out: Any = (model.eval(), checkpoints.load_weights(path, model))
                 else:
                     checkpoints.load_state(model, tensors, path)
+                    record = meta.get("objective")  # what the model was trained on, for the samplers
+                    checkpoints.record_objective(model, Objective.from_dict(record) if record else objective)
                     out = model.eval()
                 if verbose:
-                    print(f"{name}: loaded from the cache ({path.name}, trained in {meta.get('seconds', '?')} s)")
+                    print(f"{name}: loaded from the cache (trained in {meta.get('seconds', '?')} s)")
                 return out
             warnings.warn(f"{path} holds a model for another configuration: retraining", stacklevel=2)
         except (checkpoints.CheckpointError, RuntimeError) as exc:
@@ -185,8 +189,12 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
         trained = trained.cpu()
         out = (trained.eval(), checkpoints.load_model(path)[1])
     else:
-        checkpoints.save(path, trained.state_dict(), {**stamp, "config": content})
+        if objective is not None and getattr(trained, "diffkit_objective", None) is None:
+            checkpoints.record_objective(trained, objective)
+        record = getattr(trained, "diffkit_objective", None)
+        record = record.to_dict() if isinstance(record, Objective) else None
+        checkpoints.save(path, trained.state_dict(), {**stamp, "config": content, "objective": record})
         out = trained.cpu().eval()  # on the CPU, as a model loaded from the cache is (a Trainer may use a GPU)
     if verbose:
-        print(f"{name}: trained in {seconds} s, stored as {path}")
+        print(f"{name}: trained in {seconds} s, stored in the cache")
     return out

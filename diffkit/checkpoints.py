@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .paths import GaussianPath
 
 __all__ = ["save", "load", "read_metadata", "flatten_optimizer", "unflatten_optimizer", "CheckpointError",
-           "save_model", "load_model", "load_weights", "ModelInfo", "check_writable", "differences"]
+           "save_model", "load_model", "load_weights", "ModelInfo", "check_writable", "differences",
+           "record_objective"]
 
 
 class CheckpointError(RuntimeError):
@@ -212,6 +213,17 @@ class ModelInfo:
         return self.objective.target if self.objective is not None else None
 
 
+def record_objective(model: nn.Module, objective: Objective | None) -> nn.Module:
+    """Record on ``model`` the objective it is trained on, as ``model.diffkit_objective`` (its ``path`` and
+    ``target``), so that the samplers take the target from the model and refuse a wrong one
+    (:func:`diffkit.samplers.resolve_target`).  ``None`` (a loss of one's own) removes a stale record."""
+    if objective is not None:
+        model.diffkit_objective = objective
+    elif "diffkit_objective" in vars(model):
+        del model.diffkit_objective
+    return model
+
+
 def save_model(path: str | os.PathLike, source: Any, *, objective: Objective | None = None,
                extra_metadata: dict[str, Any] | None = None) -> Path:
     """Save a trained model to one safetensors file that alone rebuilds it (see the module docstring).
@@ -227,8 +239,8 @@ def save_model(path: str | os.PathLike, source: Any, *, objective: Objective | N
     model = trainer.model if trainer is not None else source
     if not isinstance(model, nn.Module):
         raise TypeError(f"source must be a diffkit.training.Trainer or a torch.nn.Module, got {type(source).__name__}")
-    if objective is None and trainer is not None:
-        objective = trainer.objective
+    if objective is None:  # the Trainer's, or the one the model records (checkpoints.record_objective)
+        objective = trainer.objective if trainer is not None else getattr(model, "diffkit_objective", None)
     if objective is not None and not isinstance(objective, Objective):
         raise TypeError(f"objective must be a diffkit.losses.Objective (losses.objective(...)), got "
                         f"{type(objective).__name__}")
@@ -293,6 +305,7 @@ def load_model(path: str | os.PathLike, *, weights: str | None = None, device: s
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild {info.model_class} from its saved arguments ({exc})") from exc
     load_state(model, state, path)
+    record_objective(model, info.objective)  # the samplers take the target from the model
     return model.to(device).eval(), info
 
 
@@ -313,4 +326,6 @@ def load_weights(path: str | os.PathLike, model: nn.Module, *, weights: str | No
             raise CheckpointError(f"{path} holds a {info.model_class} of another architecture:\n  "
                                   + "\n  ".join(differ))
     load_state(model, state, path)
+    if info.objective is not None:  # the weights were trained on it: the samplers take the target from the model
+        record_objective(model, info.objective)
     return info

@@ -12,15 +12,15 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ._checks import check_tensor
+from ._checks import check_finite, check_tensor
 
 __all__ = ["ot_permutation", "ot_pair"]
 
 
 def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
     """The permutation ``perm`` minimising ``sum_i ||x0[i] - x1[perm[i]]||^2`` (a LongTensor of shape (B,))."""
-    check_tensor("x0", x0, min_ndim=2)
-    check_tensor("x1", x1, min_ndim=2)
+    check_finite("x0", check_tensor("x0", x0, min_ndim=2))
+    check_finite("x1", check_tensor("x1", x1, min_ndim=2))
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
     cost = torch.cdist(x0.detach().flatten(1).double().cpu(), x1.detach().flatten(1).double().cpu()) ** 2

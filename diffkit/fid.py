@@ -43,7 +43,16 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Te
             raise ValueError(f"cov{name} must have shape ({mu.shape[0]}, {mu.shape[0]}), got {tuple(cov.shape)}")
     if mu1.shape != mu2.shape:
         raise ValueError(f"mu1 and mu2 must have the same dimension, got {mu1.shape[0]} and {mu2.shape[0]}")
-    mu1, cov1, mu2, cov2 = (v.double() for v in (mu1, cov1, mu2, cov2))
+    mu1, cov1, mu2, cov2 = (check_finite(n, v).double() for n, v in
+                            (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)))
+    for name, cov in (("cov1", cov1), ("cov2", cov2)):
+        scale = cov.abs().max().clamp_min(1e-300)
+        if not torch.allclose(cov, cov.T, rtol=1e-6, atol=1e-9 * scale):
+            raise ValueError(f"{name} must be a symmetric covariance matrix (e.g. from gaussian_stats)")
+        lowest = torch.linalg.eigvalsh(cov).min()
+        if lowest < -1e-6 * scale:
+            raise ValueError(f"{name} must be positive semi-definite (a covariance), but has an eigenvalue "
+                             f"{lowest.item():.3g}: compute it with gaussian_stats(features)")
     s1 = _sqrt_psd(cov1)
     cross = torch.linalg.eigvalsh(s1 @ cov2 @ s1).clamp_min(0).sqrt().sum()
     d2 = ((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross

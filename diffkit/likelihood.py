@@ -76,7 +76,7 @@ def log_time_grid(n_steps: int, t0: float, c: float = 0.02) -> Tensor:
     return ts
 
 
-def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, *, target: str = "eps",
+def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, *, target: str | None = None,
                    y: Tensor | None = None, n_steps: int = 100, t0: float = 1e-3, method: str = "exact",
                    n_probes: int = 1, generator: torch.Generator | None = None) -> Tensor:
     r""":math:`\log p_{t_0}(x)` in nats per sample, by Heun's method on the probability-flow ODE from ``t0`` to 1.
@@ -85,7 +85,8 @@ def log_likelihood(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, 
     :math:`x_{t_0} = \alpha_{t_0}x_0 + \sigma_{t_0}\varepsilon`, a slightly smoothed data distribution.  The steps are
     uniform in :math:`\log(t + c)` (see :func:`log_time_grid`): the field changes fastest near the data, and on a
     uniform grid 100 steps leave errors of up to 0.9 nats in 2-D on sharp-edged data (the uniform box of
-    :class:`diffkit.oracles.UniformBox`), against 0.014 nats on this grid.
+    :class:`diffkit.oracles.UniformBox`), against 0.014 nats on this grid.  ``target`` is what the model predicts;
+    ``None`` takes it from a model that records it (:func:`diffkit.samplers.resolve_target`), ``"eps"`` otherwise.
     """
     check_tensor("x", x, min_ndim=2)
     check_path(path)
@@ -120,7 +121,7 @@ def bits_per_dim(log_p: Tensor, dim: int) -> Tensor:
 
 def dequantized_bits_per_dim(model: Callable[..., Tensor], x: Tensor, path: GaussianPath, *, levels: int = 256,
                              data_range: tuple[float, float] = (-1.0, 1.0), n_dequant: int = 1,
-                             target: str = "eps", y: Tensor | None = None, n_steps: int = 100, t0: float = 1e-3,
+                             target: str | None = None, y: Tensor | None = None, n_steps: int = 100, t0: float = 1e-3,
                              method: str = "exact", n_probes: int = 1,
                              generator: torch.Generator | None = None) -> Tensor:
     r"""An upper bound on :math:`-\log_2 P(x)/D` for quantized data, per sample (B,), by uniform dequantization

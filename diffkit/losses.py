@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import as_time, call_network, check_choice, check_finite, check_number, check_tensor, randn_like
+from ._checks import (as_time, call_network, check_choice, check_finite, check_number, check_positive_int,
+                      check_tensor, randn_like)
 from .coupling import ot_pair
 from . import paths as _paths
 from .paths import GaussianPath, LinearPath, check_path
@@ -60,10 +61,12 @@ def sample_t(n: int, path: GaussianPath, *, t_dist: str = "uniform", loc: float 
     r"""Training times: ``"uniform"`` (on the path's grid if it is discrete) or ``"logit_normal"``
     :math:`t = \operatorname{sigmoid}(\mu + s\,n)`, :math:`n \sim \mathcal N(0, 1)` (SD3; Esser et al., 2024)."""
     check_choice("t_dist", t_dist, T_DISTRIBUTIONS)
+    check_positive_int("n", n)
     if t_dist == "uniform":
         return path.sample_t(n, generator=generator, dtype=dtype, device=device)
     if path.discrete:
         raise ValueError("t_dist='logit_normal' needs a continuous path; a DiscretePath trains on its grid")
+    check_number("loc", loc)
     check_number("scale", scale, low=0.0, low_open=True)
     t = torch.sigmoid(loc + scale * torch.randn(n, generator=generator, dtype=torch.float64))
     return t.clamp(1e-6, 1.0).to(dtype=dtype, device=device)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._checks import as_time, check_choice, check_finite, check_number, check_positive_int, check_tensor
 from .paths import GaussianPath, Time, check_path
-from .targets import TARGETS, from_x0_eps
+from .targets import TARGETS
 
 __all__ = ["GaussianMixture", "UniformBox", "eight_gaussians", "OracleModel"]
 
@@ -50,7 +50,11 @@ class GaussianMixture:
                 raise ValueError("covs must be symmetric positive semi-definite matrices")
             self.covs, self.stds = covs, None
         else:
-            stds_t = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
+            stds_t = torch.as_tensor(stds, dtype=torch.float64)
+            if stds_t.ndim > 1 or stds_t.numel() not in (1, K):
+                raise ValueError(f"stds must be a number or {K} numbers (one per component), got shape "
+                                 f"{tuple(stds_t.shape)}")
+            stds_t = stds_t.reshape(-1).expand(K).clone()
             if not torch.isfinite(stds_t).all() or (stds_t < 0).any():
                 raise ValueError("stds must be finite and >= 0")
             self.covs, self.stds = None, stds_t
@@ -61,6 +65,8 @@ class GaussianMixture:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
         self.weights = weights / weights.sum()
         if labels is not None:
+            if torch.as_tensor(labels).is_floating_point():
+                raise TypeError("labels must be integer class indices (a long tensor), got floating values")
             labels = torch.as_tensor(labels, dtype=torch.long)
             if labels.shape != (K,) or (labels < 0).any():
                 raise ValueError(f"labels must be {K} non-negative class indices")
@@ -100,8 +106,11 @@ class GaussianMixture:
             return logw
         if self.labels is None:
             raise ValueError("y was given but this mixture has no labels")
-        y = torch.as_tensor(y, dtype=torch.long).reshape(-1)
-        if y.shape[0] != batch:
+        y = torch.as_tensor(y)
+        if y.is_floating_point():
+            raise TypeError("y must hold integer class labels (a long tensor), got floating values")
+        y = y.to(torch.long)
+        if y.shape != (batch,):
             raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
         null = y == self.num_classes
         keep = (self.labels[None, :] == y[:, None]) | null[:, None]
@@ -128,9 +137,16 @@ class GaussianMixture:
             maha = (diff * Cinv_diff).sum(-1)
         else:
             var = a[:, None] ** 2 * self.stds**2 + s[:, None] ** 2  # (B, K)
-            sq = (x**2).sum(-1, keepdim=True) - 2 * a[:, None] * (x @ self.means.T) \
-                + a[:, None] ** 2 * (self.means**2).sum(-1)
-            maha, logdet, Cinv_diff = sq.clamp_min(0) / var, self.dim * var.log(), None
+            sq = ((x**2).sum(-1, keepdim=True) - 2 * a[:, None] * (x @ self.means.T)
+                  + a[:, None] ** 2 * (self.means**2).sum(-1)).clamp_min(0)
+            point = var == 0  # point masses (stds 0) where sigma_t = 0: a data set at t = 0
+            safe = torch.where(point, torch.ones_like(var), var)
+            maha, logdet, Cinv_diff = sq / safe, self.dim * safe.log(), None
+            if point.any():  # the limit sigma_t -> 0: all the mass on the nearest point (the nearest training point)
+                near = sq == sq.masked_fill(~point, math.inf).min(-1, keepdim=True).values
+                keep = point.any(-1, keepdim=True)
+                logw = torch.where(keep, logw.masked_fill(~(point & near), -math.inf), logw)
+                maha, logdet = torch.where(keep, 0.0, maha), torch.where(keep, 0.0, logdet)
         log_comp = logw - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
         return x, a, s, log_comp, Cinv_diff
 
@@ -139,8 +155,13 @@ class GaussianMixture:
         return self._posterior(x, t, path, y)[3].softmax(-1)
 
     def log_prob(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None = None) -> Tensor:
-        r""":math:`\log p_t(x)` (B,)."""
-        return self._posterior(x, t, path, y)[3].logsumexp(-1)
+        r""":math:`\log p_t(x)` (B,); a data set (point masses) has no density where :math:`\sigma_t = 0`
+        (a ValueError)."""
+        x, a, s, log_comp, _ = self._posterior(x, t, path, y)
+        if self.stds is not None and ((a[:, None] * self.stds) ** 2 + s[:, None] ** 2 == 0).any():
+            raise ValueError("t: a distribution with point masses (a data set, GaussianMixture.from_data) has no "
+                             "density where sigma_t = 0 (t = 0); evaluate at t > 0")
+        return log_comp.logsumexp(-1)
 
     def _score_and_denoiser(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None) -> tuple[Tensor, Tensor]:
         x, a, s, log_comp, Cinv_diff = self._posterior(x, t, path, y)
@@ -150,43 +171,72 @@ class GaussianMixture:
             comp = self.means + a[:, None, None] * (self.covs @ Cinv_diff.unsqueeze(-1)).squeeze(-1)
             return score, (r.unsqueeze(-1) * comp).sum(1)
         var = a[:, None] ** 2 * self.stds**2 + s[:, None] ** 2  # (B, K)
+        point = (var == 0).any(-1, keepdim=True)  # rows at a point mass's sigma_t = 0: no score, x0 = nearest point
+        var = torch.where(var == 0, torch.ones_like(var), var)
         w = r / var
         r_means = r @ self.means
         score = -(w.sum(-1, keepdim=True) * x - a[:, None] * (w @ self.means))
+        score = torch.where(point, math.nan, score)
         c = self.stds**2 / var
         x0 = r_means - a[:, None] ** 2 * ((r * c) @ self.means) + a[:, None] * (r * c).sum(-1, keepdim=True) * x
         return score, x0
 
     def score(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None = None) -> Tensor:
-        r""":math:`\nabla_x \log p_t(x)` (B, D)."""
-        return self._score_and_denoiser(x, t, path, y)[0]
+        r""":math:`\nabla_x \log p_t(x)` (B, D); at :math:`\sigma_t = 0` it is the data's score, undefined for a
+        component with zero covariance (a data set: a ValueError)."""
+        return self.predict(x, t, path, "score", y)
 
     def denoiser(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None = None) -> Tensor:
-        r""":math:`\mathbb E[x_0 \mid x_t = x]` (B, D)."""
+        r""":math:`\mathbb E[x_0 \mid x_t = x]` (B, D); at :math:`\sigma_t = 0` the limit, which for a data set
+        (:meth:`from_data`) is the nearest training point."""
         return self._score_and_denoiser(x, t, path, y)[1]
 
     def eps(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None = None) -> Tensor:
         r""":math:`\mathbb E[\varepsilon \mid x_t = x] = -\sigma_t \nabla\log p_t(x)`."""
-        t = as_time("t", t, x.shape[0], x)
-        return -path.sigma(t).to(torch.float64)[:, None] * self.score(x, t, path, y)
+        return self.predict(x, t, path, "eps", y)
 
     def velocity(self, x: Tensor, t: Time, path: GaussianPath, y: Tensor | None = None) -> Tensor:
-        r"""Marginal velocity :math:`u_t(x) = \dot\alpha_t\,\mathbb E[x_0|x] + \dot\sigma_t\,\mathbb E[\varepsilon|x]`."""
+        r"""Marginal velocity :math:`u_t(x) = \dot\alpha_t\,\mathbb E[x_0|x] + \dot\sigma_t\,\mathbb E[\varepsilon|x]
+        = \dot\alpha_t\,\mathbb E[x_0|x] - \sigma_t\dot\sigma_t\nabla\log p_t(x)`, finite at :math:`t = 0` where
+        :math:`\dot\sigma_t` is infinite (VP, VE) but :math:`\sigma_t\dot\sigma_t` is not."""
         return self.predict(x, t, path, "velocity", y)
 
     def predict(self, x: Tensor, t: Time, path: GaussianPath, target: str, y: Tensor | None = None) -> Tensor:
-        """The exact prediction of kind ``target`` (one of :data:`diffkit.targets.TARGETS`)."""
+        """The exact prediction of kind ``target`` (one of :data:`diffkit.targets.TARGETS`), at :math:`t = 0`
+        too (see :func:`_exact`)."""
         check_choice("target", target, TARGETS)
+        check_tensor("x", x, ndim=2)
         t = as_time("t", t, x.shape[0], x)
         score, x0 = self._score_and_denoiser(x, t, path, y)
-        eps = -path.sigma(t).to(torch.float64)[:, None] * score
-        return from_x0_eps(x0, eps, target, x.to(torch.float64), t.to(torch.float64), path)
+        return _exact(target, x0, score, x.to(torch.float64), t.to(torch.float64), path)
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction — a perfectly trained network."""
         check_path(path)
         check_choice("target", target, TARGETS)
         return OracleModel(self, path, target)
+
+
+def _exact(target: str, x0: Tensor, score: Tensor, x: Tensor, t: Tensor, path: GaussianPath) -> Tensor:
+    r"""The prediction of kind ``target`` from the exact :math:`\mathbb E[x_0|x_t]` and score, written so that it
+    keeps its limit at :math:`\sigma_t = 0` (:math:`t = 0`): :math:`\hat\varepsilon = -\sigma_t\nabla\log p_t`, and
+    the velocity :math:`\dot\alpha_t\hat x_0 - \sigma_t\dot\sigma_t\nabla\log p_t`
+    (:meth:`~diffkit.paths.GaussianPath.sigma_d_sigma`: finite where :math:`\dot\sigma_t` is not).  Where the score
+    is undefined (NaN: a point mass at :math:`\sigma_t = 0`) only ``"x0"`` has a limit; the others raise."""
+    if target == "x0":
+        return x0
+    if torch.isnan(score).any():
+        raise ValueError(f"target={target!r} is undefined at t where sigma_t = 0 (t = 0) for a distribution with "
+                         "point masses (a data set, GaussianMixture.from_data, or an unblurred UniformBox): only "
+                         "the denoiser (target='x0') has a limit there; evaluate at t > 0")
+    a, s = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
+    if target == "score":
+        return score
+    if target == "eps":
+        return -s * score
+    if target == "v":
+        return -a * s * score - s * x0
+    return path.d_alpha(t).to(torch.float64)[:, None] * x0 - path.sigma_d_sigma(t).to(torch.float64)[:, None] * score
 
 
 def _log_diff_ndtr(a: Tensor, b: Tensor) -> Tensor:
@@ -238,6 +288,9 @@ class UniformBox:
         t = as_time("t", t, x.shape[0], x)
         a, sg = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
         s = (a**2 * self.blur**2 + sg**2).sqrt()
+        if (s == 0).any():
+            raise ValueError("t: the unblurred box has no smooth density where sigma_t = 0 (t = 0): evaluate at "
+                             "t > 0, or give the box a blur > 0 (its denoiser, predict(..., 'x0'), has a limit)")
         return x, a, sg, s
 
     def log_prob(self, x: Tensor, t: Time, path: GaussianPath) -> Tensor:
@@ -268,11 +321,14 @@ class UniformBox:
             raise ValueError("y must be None: a UniformBox has no classes")
         x = check_tensor("x", x, ndim=2).to(torch.float64)
         t = as_time("t", t, x.shape[0], x)
-        score = self.score(x, t, path)
         a, sg = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
+        sharp = (a**2 * self.blur**2 + sg**2) == 0  # the unblurred box at t = 0: x0 is x moved into the box
+        if sharp.any():
+            return _exact(target, x.clamp(self.low, self.high), torch.full_like(x, math.nan), x, t, path)
+        score = self.score(x, t, path)
         mean = torch.full_like(x, 0.5 * (self.low + self.high))
         x0 = torch.where(a > 0, (x + sg**2 * score) / torch.where(a > 0, a, torch.ones_like(a)), mean)
-        return from_x0_eps(x0, -sg * score, target, x, t, path)
+        return _exact(target, x0, score, x, t, path)
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction."""
@@ -282,11 +338,18 @@ class UniformBox:
 
 
 class OracleModel:
-    """``model(x, t, y=None)`` backed by a :class:`GaussianMixture`; ``y == num_classes`` means unconditional."""
+    """``model(x, t, y=None)`` backed by a :class:`GaussianMixture` (or a :class:`UniformBox`); ``y == num_classes``
+    means unconditional."""
 
     def __init__(self, mixture: GaussianMixture, path: GaussianPath, target: str):
         self.mixture, self.path, self.target = mixture, path, target
         self.null_label = mixture.num_classes if mixture.labels is not None else None
+
+    @property
+    def diffkit_objective(self) -> OracleModel:
+        """What the oracle predicts (``.path``, ``.target``), read by the samplers as they read a trained model's
+        record (:func:`diffkit.samplers.resolve_target`): sampled without ``target=``, it uses its own."""
+        return self
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         flat = x.reshape(x.shape[0], -1)

@@ -2,11 +2,14 @@ r"""Samplers: every one integrates a Gaussian path from :math:`t = 1` (noise) to
 
 **One calling convention** (compare them side by side, swap one for another)::
 
-    x0 = sampler(model, x, ts, path, *, target="eps", y=None, guidance=1.0, null_label=None,
+    x0 = sampler(model, x, ts, path, *, target=None, y=None, guidance=1.0, null_label=None,
                  generator=None, return_trajectory=False, progress=False, clip_x0=None, **options)
 
 * ``model(x, t, y=None)`` predicts ``target`` (``"eps"``, ``"x0"``, ``"v"``, ``"score"`` or ``"velocity"``;
-  see :mod:`diffkit.targets`); ``t`` is a (B,) tensor in [0, 1] with 0 = data.
+  see :mod:`diffkit.targets`); ``t`` is a (B,) tensor in [0, 1] with 0 = data.  A model trained or loaded through
+  diffkit knows its target (``model.diffkit_objective``): leave ``target`` out and the sampler takes it from the
+  model; a ``target`` or ``path`` that disagrees with the model's is an error (see :func:`resolve_target`).
+  A bare callable records nothing, and ``target`` defaults to ``"eps"``.
 * ``x`` is the starting noise at ``ts[0]`` (see :func:`prior`); ``ts`` a strictly decreasing grid that ends
   exactly at 0 (see :mod:`diffkit.grids`).  Every sampler's last step lands on :math:`t = 0`: clean data on every
   path with :math:`\sigma_0 = 0`, i.e. every path but ``LinearPath(sigma_min > 0)``, whose :math:`t = 0` is the
@@ -41,12 +44,13 @@ from tqdm.auto import tqdm
 from ._checks import (call_network, check_choice, check_finite, check_number, check_positive_int, check_tensor,
                       randn_like)
 from .models import check_guidance_support
+from .losses import path_to_dict
 from .paths import GaussianPath, check_path
 from .targets import TARGETS, to_x0_eps
 
 __all__ = [
     "ddpm", "ddim", "euler", "heun", "rk4", "euler_maruyama", "predictor_corrector", "annealed_langevin",
-    "dpm_solver_pp_2m", "SAMPLERS", "get_sampler", "prior", "Trajectory", "Denoiser",
+    "dpm_solver_pp_2m", "SAMPLERS", "get_sampler", "prior", "Trajectory", "Denoiser", "resolve_target",
 ]
 
 Model = Callable[..., Tensor]
@@ -64,16 +68,48 @@ class Trajectory:
         return self.xs[-1]
 
 
+def _path_record(path: GaussianPath) -> object:
+    """What makes two paths the same path: diffkit's JSON description, or the repr of a path of one's own."""
+    try:
+        return path_to_dict(path)
+    except TypeError:
+        return repr(path)
+
+
+def resolve_target(model: Model, path: GaussianPath, target: str | None = None) -> str:
+    """The target to sample ``model`` with.  A model trained or loaded through diffkit records its objective in
+    ``model.diffkit_objective`` (anything with ``.path`` and ``.target``: set by
+    :class:`~diffkit.training.Trainer`, :func:`diffkit.checkpoints.load_model` and
+    :func:`diffkit.cache.cached_model`; an oracle's ``as_model(path, target)`` records its own).  Then
+    ``target=None`` takes the recorded target, and a ``target`` or a ``path`` that disagrees with the record is
+    a ValueError that names both.  A bare callable records nothing: ``target=None`` means ``"eps"``."""
+    check_path(path)
+    if target is not None:
+        check_choice("target", target, TARGETS)
+    record = getattr(model, "diffkit_objective", None)
+    if record is None:
+        return "eps" if target is None else target
+    own_target, own_path = getattr(record, "target", None), getattr(record, "path", None)
+    if target is not None and own_target is not None and target != own_target:
+        raise ValueError(f"target={target!r} disagrees with the model, which was trained to predict "
+                         f"{own_target!r} (model.diffkit_objective.target): pass target={own_target!r}, or leave "
+                         f"target out and the sampler takes it from the model")
+    if isinstance(own_path, GaussianPath) and _path_record(own_path) != _path_record(path):
+        raise ValueError(f"path={path!r} is not the path the model was trained on, {own_path!r} "
+                         f"(model.diffkit_objective.path): sample on that path")
+    return own_target if target is None and own_target is not None else (target or "eps")
+
+
 class Denoiser:
     """Wraps ``model`` (+ guidance, + clipping) so that ``denoiser(x, t)`` returns
-    :math:`(\\hat x_0, \\hat\\varepsilon)`."""
+    :math:`(\\hat x_0, \\hat\\varepsilon)`.  ``target=None`` takes the model's recorded target (see
+    :func:`resolve_target`), ``"eps"`` for a bare callable."""
 
-    def __init__(self, model: Model, path: GaussianPath, target: str = "eps", y: Tensor | None = None,
+    def __init__(self, model: Model, path: GaussianPath, target: str | None = None, y: Tensor | None = None,
                  guidance: float = 1.0, null_label: int | None = None, clip_x0: float | None = None):
         if not callable(model):
             raise TypeError(f"model must be callable as model(x, t, y=None), got {type(model).__name__}")
-        check_path(path)
-        check_choice("target", target, TARGETS)
+        target = resolve_target(model, path, target)
         self.guidance = check_number("guidance", guidance, low=0.0)
         check_guidance_support(model, self.guidance)
         self.clip_x0 = None if clip_x0 is None else check_number("clip_x0", clip_x0, low=0.0, low_open=True)
@@ -155,7 +191,7 @@ def _coef(fn: Callable[[Tensor], Tensor], t: float) -> float:
     return float(fn(torch.tensor(t, dtype=torch.float64)))
 
 
-def _run(step: Callable, model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str, y, guidance,
+def _run(step: Callable, model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None, y, guidance,
          null_label, return_trajectory: bool, progress: bool, clip_x0: float | None, desc: str) -> Tensor | Trajectory:
     """Shared driver: validates inputs, walks the grid calling ``step(den, x, t, s, i)``, records the trajectory."""
     check_tensor("x", x, min_ndim=2)
@@ -202,7 +238,7 @@ def _posterior_std(path: GaussianPath, t: float, s: float) -> tuple[float, float
     return var_ts**0.5, (var_ts * s_s**2 / s_t**2) ** 0.5
 
 
-def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
+def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None, y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
          return_trajectory: bool = False, progress: bool = False,
          clip_x0: float | None = None, variance: str = "beta_tilde") -> Tensor | Trajectory:
@@ -229,7 +265,7 @@ def ddpm(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
                 return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="DDPM")
 
 
-def ddim(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
+def ddim(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None, y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
          return_trajectory: bool = False, progress: bool = False,
          clip_x0: float | None = None, eta: float = 0.0) -> Tensor | Trajectory:
@@ -243,9 +279,10 @@ def ddim(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
                 return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="DDIM")
 
 
-def euler(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
-          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
-          return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
+def euler(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None,
+          y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
+          generator: torch.Generator | None = None, return_trajectory: bool = False, progress: bool = False,
+          clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Euler on the ODE :math:`dx/dt = u_t(x)` (probability-flow ODE for diffusion models, the flow ODE for flow
     matching; chapters 6–7): :math:`x_s = x_t + (s - t)\,u_t(x_t)`."""
     return _run(lambda den, x, t, s, i: x + (s - t) * den.velocity(x, t), model, x, ts, path, target=target, y=y,
@@ -253,7 +290,7 @@ def euler(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: st
                 clip_x0=clip_x0, desc="Euler")
 
 
-def heun(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
+def heun(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None, y: Tensor | None = None,
          guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
          return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Heun's second-order method on the ODE: :math:`x_s = x_t + \tfrac{h}{2}(u_t(x_t) + u_s(x_t + h u_t))`,
@@ -270,7 +307,7 @@ def heun(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str
                 return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Heun")
 
 
-def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
+def rk4(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None, y: Tensor | None = None,
         guidance: float = 1.0, null_label: int | None = None, generator: torch.Generator | None = None,
         return_trajectory: bool = False, progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
     r"""Classical fourth-order Runge–Kutta on the ODE (4 evaluations a step).  The step that ends at
@@ -312,7 +349,7 @@ def _reverse_sde_step(den: Denoiser, x: Tensor, t: float, s: float, generator, n
     return out
 
 
-def euler_maruyama(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
+def euler_maruyama(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None,
                    y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                    generator: torch.Generator | None = None, return_trajectory: bool = False,
                    progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
@@ -330,7 +367,7 @@ def _langevin_step(den: Denoiser, x: Tensor, t: float, step_size: Tensor | float
     return x + step_size * den.score(x, t) + (2 * step_size) ** 0.5 * z
 
 
-def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
+def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None,
                         y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                         generator: torch.Generator | None = None, return_trajectory: bool = False,
                         progress: bool = False,
@@ -361,7 +398,7 @@ def predictor_corrector(model: Model, x: Tensor, ts: Tensor, path: GaussianPath,
                 return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Predictor-corrector")
 
 
-def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
+def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None,
                       y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                       generator: torch.Generator | None = None, return_trajectory: bool = False,
                       progress: bool = False,
@@ -393,7 +430,7 @@ def annealed_langevin(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *
                 return_trajectory=return_trajectory, progress=progress, clip_x0=clip_x0, desc="Annealed Langevin")
 
 
-def dpm_solver_pp_2m(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str = "eps",
+def dpm_solver_pp_2m(model: Model, x: Tensor, ts: Tensor, path: GaussianPath, *, target: str | None = None,
                      y: Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                      generator: torch.Generator | None = None, return_trajectory: bool = False,
                      progress: bool = False, clip_x0: float | None = None) -> Tensor | Trajectory:
@@ -444,8 +481,12 @@ def prior(path: GaussianPath, shape: tuple[int, ...], *, t: float = 1.0, generat
     check_number("t", t, low=0.0, high=1.0, low_open=True)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
-    if not shape or any((not isinstance(n, int)) or n < 1 for n in shape):
-        raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}")
+    if not isinstance(shape, (tuple, list, torch.Size)):
+        raise TypeError(f"shape must be a tuple of positive ints, e.g. (8, 2) for 8 samples of 2-D data, got "
+                        f"{type(shape).__name__} {shape!r}")
+    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"shape must be a tuple of positive ints, e.g. (8, 2) for 8 samples of 2-D data, got "
+                         f"{shape!r}")
     sigma = _coef(path.sigma, t)
     noise = torch.randn(shape, generator=generator, dtype=dtype,
                         device=generator.device if generator is not None else device)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_number, check_positive_int
+from ._checks import check_choice, check_number, check_positive_int, check_tensor
 
 __all__ = [
     "linear_betas", "cosine_betas", "sigmoid_betas", "alpha_bar_from_betas", "betas_from_alpha_bar",
@@ -39,9 +39,21 @@ def linear_betas(n_steps: int, beta_min: float = 0.1, beta_max: float = 20.0) ->
     return torch.linspace(beta_min, beta_max, n_steps, dtype=torch.float64) / n_steps
 
 
+def _check_unit_interval(name: str, values: Tensor, what: str) -> Tensor:
+    """``values`` as a float64 1-D tensor, checked to lie in [0, 1] (``what`` says what they are)."""
+    values = check_tensor(name, values, ndim=1)
+    if values.numel() == 0:
+        raise ValueError(f"{name} must hold at least one value, got an empty tensor")
+    if not torch.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise ValueError(f"{name} must lie in [0, 1] ({what}), got values in "
+                         f"[{values.min().item():.4g}, {values.max().item():.4g}]")
+    return values.to(torch.float64)
+
+
 def betas_from_alpha_bar(alpha_bar: Tensor, max_beta: float = 0.999) -> Tensor:
     r""":math:`\beta_n = \min(1 - \bar\alpha_n / \bar\alpha_{n-1},\ \text{max\_beta})` with :math:`\bar\alpha_0 = 1`."""
-    alpha_bar = alpha_bar.to(torch.float64)
+    alpha_bar = _check_unit_interval("alpha_bar", alpha_bar, "products of 1 - beta")
+    check_number("max_beta", max_beta, low=0.0, high=1.0, low_open=True)
     prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
     return (1 - alpha_bar / prev).clamp(min=0.0, max=max_beta)
 
@@ -74,8 +86,9 @@ def sigmoid_betas(n_steps: int, start: float = -3.0, end: float = 3.0, tau: floa
 
 
 def alpha_bar_from_betas(betas: Tensor) -> Tensor:
-    r""":math:`\bar\alpha_n = \prod_{i=1}^{n}(1-\beta_i)` for :math:`n = 1 \dots N` (float64)."""
-    return torch.cumprod(1 - betas.to(torch.float64), dim=0)
+    r""":math:`\bar\alpha_n = \prod_{i=1}^{n}(1-\beta_i)` for :math:`n = 1 \dots N` (float64); each
+    :math:`\beta_i` is a variance fraction in [0, 1] (:math:`\beta > 1` would make :math:`\bar\alpha` negative)."""
+    return torch.cumprod(1 - _check_unit_interval("betas", betas, "each step's noise variance"), dim=0)
 
 
 def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:

@@ -45,6 +45,7 @@ def to_x0_eps(pred: Tensor, target: str, x_t: Tensor, t: Time, path: GaussianPat
     r"""Recover :math:`(\hat x_0, \hat\varepsilon)` from a prediction of kind ``target`` at :math:`(x_t, t)`."""
     check_choice("target", target, TARGETS)
     check_tensor("x_t", x_t)
+    check_tensor("pred", pred)
     if pred.shape != x_t.shape:
         raise ValueError(f"pred must have the shape of x_t {tuple(x_t.shape)}, got {tuple(pred.shape)}")
     a, s = _coefs(path, t, x_t)
@@ -68,6 +69,11 @@ def to_x0_eps(pred: Tensor, target: str, x_t: Tensor, t: Time, path: GaussianPat
 def from_x0_eps(x0: Tensor, eps: Tensor, target: str, x_t: Tensor, t: Time, path: GaussianPath) -> Tensor:
     """The prediction of kind ``target`` that corresponds to :math:`(x_0, \\varepsilon)` at :math:`(x_t, t)`."""
     check_choice("target", target, TARGETS)
+    check_tensor("x_t", x_t)
+    for name, value in (("x0", x0), ("eps", eps)):
+        check_tensor(name, value)
+        if value.shape != x_t.shape:  # an (8, 1) eps would broadcast silently against an (8, 2) x0
+            raise ValueError(f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(value.shape)}")
     if target == "x0":
         return x0
     if target == "eps":

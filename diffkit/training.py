@@ -100,6 +100,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_positive_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int (it seeds every generator), got {self.seed!r}")
         check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0.0)
         check_positive_int("warmup_steps", self.warmup_steps, minimum=0)

@@ -4,6 +4,11 @@ A chapter that explores a parameter — the time t, DDIM's η, the guidance scal
 one figure per value and hands them to :func:`frame_slider`.  The slider, the play button and the stack of
 images are linked *in the browser* (``ipywidgets.jslink``), so the widget state stored in the notebook keeps
 working in the static HTML book, with no kernel behind it; in a live notebook it behaves the same.
+
+ipywidgets is needed at run time all the same: the Python side builds the widgets whose state the notebook
+stores.  Both major versions work: 8 (the course's environment, whose state the HTML book embeds) and 7.7 (what
+Colab ships; there the frames sit in a ``Tab`` instead of a ``Stack``, which ipywidgets 7 lacks), so installing
+diffkit never upgrades Colab's ipywidgets.
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ def _image_stack(frames: Sequence[bytes], claim: str) -> widgets.Stack:
     ("frames must be")."""
     if not all(isinstance(f, (bytes, bytearray)) for f in frames):
         raise TypeError(f"{claim} PNG bytes (use diffkit.widgets.figure_png(fig))")
-    return widgets.Stack(children=[widgets.Image(value=bytes(f), format="png") for f in frames], selected_index=0)
+    return _stack([widgets.Image(value=bytes(f), format="png") for f in frames])
+
+
+def _stack(children: list) -> widgets.Widget:
+    """The children stacked, the selected one shown: a ``Stack`` (ipywidgets >= 8), or on ipywidgets 7 (Colab ships
+    7.7.1, and its page renders 7's widgets) a ``Tab``, whose ``selected_index`` the sliders drive the same way."""
+    stack = getattr(widgets, "Stack", None) or widgets.Tab
+    return stack(children=children, selected_index=0)
 
 
 def _label_slider(labels: Sequence[str], description: str) -> widgets.SelectionSlider:
@@ -85,7 +97,7 @@ def frame_grid(frames: Sequence[Sequence[bytes]], row_labels: Sequence[str], col
         if len({str(s) for s in labels}) != len(labels):
             raise ValueError(f"{name} must be distinct (a slider selects by label), got {list(labels)}")
     inner = [_image_stack(row, f"frames[{i}] must hold") for i, row in enumerate(frames)]
-    outer = widgets.Stack(children=inner, selected_index=0)
+    outer = _stack(inner)
     row_slider, col_slider = _label_slider(row_labels, row_description), _label_slider(col_labels, col_description)
     links = (widgets.jslink((row_slider, "index"), (outer, "selected_index")),
              *(widgets.jslink((col_slider, "index"), (stack, "selected_index")) for stack in inner))

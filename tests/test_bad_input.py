@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffkit import checkpoints, distances, grids, likelihood, losses, models, oracles, paths, samplers, schedules
-from diffkit import training, widgets
+from diffkit import checkpoints, coupling, distances, fid, grids, likelihood, losses, models, oracles, paths, samplers
+from diffkit import schedules, targets, training, widgets
 
 X, P = torch.zeros(4, 2), paths.VPPath()
 NAN = torch.full((4, 2), float("nan"))
+VE, DDPM = paths.VEPath(), paths.DiscretePath.from_schedule("linear", 100)
+DATA = oracles.GaussianMixture.from_data(torch.randn(5, 2, generator=torch.Generator().manual_seed(0)))
+X64 = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
 TABLES = {
     "distances": [
@@ -24,6 +27,21 @@ TABLES = {
         (lambda: distances.energy_distance(NAN, X), ValueError, "x contains NaN"),
     ],
     "oracles": [
+        # the t = 0 end: a data set's point masses have only a denoiser there (the nearest training point)
+        (lambda: DATA.predict(X64, 0.0, VE, "eps"), ValueError, "target='eps' is undefined at t where sigma_t = 0"),
+        (lambda: DATA.score(X64, 0.0, DDPM), ValueError, "only the denoiser (target='x0') has a limit there"),
+        (lambda: DATA.velocity(X64, 0.0, P), ValueError, "target='velocity' is undefined at t where sigma_t = 0"),
+        (lambda: DATA.log_prob(X64, 0.0, VE), ValueError, "has no density where sigma_t = 0"),
+        (lambda: oracles.UniformBox(2).score(X64, 0.0, P), ValueError, "the unblurred box has no smooth density"),
+        (lambda: oracles.UniformBox(2).predict(X64, 0.0, VE, "score"), ValueError, "undefined at t where sigma_t = 0"),
+        (lambda: oracles.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(3)), ValueError,
+         "stds must be a number or 2 numbers (one per component)"),
+        (lambda: oracles.GaussianMixture(torch.zeros(2, 2), stds=1.0, labels=torch.tensor([0.5, 1.0])), TypeError,
+         "labels must be integer class indices"),
+        (lambda: oracles.eight_gaussians().predict(X64, 0.5, P, "eps", y=torch.zeros(4, 1, dtype=torch.long)),
+         ValueError, "y must have shape (4,), got (4, 1)"),
+        (lambda: oracles.eight_gaussians().sample(4, y=torch.tensor([0.0, 1.0, 2.0, 3.0])), TypeError,
+         "y must hold integer class labels"),
         (lambda: oracles.GaussianMixture([[0.0, 0.0]], stds=1.0), TypeError, "means must be a torch.Tensor"),
         (lambda: oracles.GaussianMixture(torch.tensor([[float("nan"), 0.0]]), stds=1.0), ValueError,
          "means contains NaN"),
@@ -50,6 +68,7 @@ TABLES = {
         (lambda: models.MLP()(np.zeros((4, 2)), torch.zeros(4)), TypeError, "x must be a torch.Tensor"),
     ],
     "training": [
+        (lambda: training.TrainConfig(steps=1, seed=0.5), TypeError, "seed must be an int"),
         (lambda: training.EMA(models.MLP(), 1.5), ValueError, "decay must be <= 1.0"),
         (lambda: training.TrainConfig(steps=1, betas=(0.9, 1.0)), ValueError, "betas[1] must be < 1"),
         (lambda: training.TrainConfig(steps=1, lr=float("inf")), ValueError, "lr must be finite"),
@@ -61,6 +80,9 @@ TABLES = {
                                   training.TrainConfig(steps=1)), ValueError, "data is empty"),
     ],
     "losses": [
+        (lambda: losses.sample_t(0, P), ValueError, "n must be an integer >= 1, got 0"),
+        (lambda: losses.sample_t(-1, P), ValueError, "n must be an integer >= 1, got -1"),
+        (lambda: losses.sample_t(4, P, t_dist="logit_normal", loc=float("nan")), ValueError, "loc must be a number"),
         (lambda: losses.cfm_loss(models.MLP(), np.zeros((4, 2))), TypeError, "x0 must be a torch.Tensor"),
         (lambda: losses.cfm_loss(models.MLP(num_classes=3), X, y=torch.zeros(3, dtype=torch.long)), ValueError,
          "y must have shape (4,)"),
@@ -71,12 +93,26 @@ TABLES = {
         (lambda: losses.diffusion_loss(models.MLP(), NAN, P), ValueError, "x0 contains NaN"),
     ],
     "schedules": [
+        (lambda: schedules.alpha_bar_from_betas(torch.tensor([0.5, 1.5])), ValueError,
+         "betas must lie in [0, 1] (each step's noise variance), got values in [0.5, 1.5]"),
+        (lambda: schedules.alpha_bar_from_betas(torch.tensor([-0.1, 0.5])), ValueError, "betas must lie in [0, 1]"),
+        (lambda: schedules.alpha_bar_from_betas(np.array([0.1, 0.2])), TypeError, "betas must be a torch.Tensor"),
+        (lambda: schedules.betas_from_alpha_bar(torch.tensor([1.2, 0.5])), ValueError, "alpha_bar must lie in [0, 1]"),
+        (lambda: schedules.betas_from_alpha_bar(torch.tensor([0.9, 0.5]), max_beta=2.0), ValueError,
+         "max_beta must be <= 1.0"),
+        (lambda: schedules.rescale_zero_terminal_snr(torch.tensor([0.1, 1.2])), ValueError, "betas must lie in [0, 1]"),
         (lambda: schedules.cosine_betas(10, s=float("nan")), ValueError, "s must be a number, got NaN"),
         (lambda: schedules.linear_betas(10, beta_max=float("inf")), ValueError, "beta_max must be finite"),
         (lambda: schedules.cosine_betas(10, max_beta=1.5), ValueError, "max_beta must be <= 1.0"),
         (lambda: schedules.linear_betas(0), ValueError, "n_steps must be an integer >= 1"),
     ],
     "samplers": [
+        (lambda: samplers.prior(P, 8), TypeError, "shape must be a tuple of positive ints, e.g. (8, 2)"),
+        (lambda: samplers.prior(P, (8, 2.0)), ValueError, "shape must be a tuple of positive ints"),
+        (lambda: samplers.ddim(oracles.eight_gaussians().as_model(P, "score"), X, grids.uniform(3), P, target="eps"),
+         ValueError, "target='eps' disagrees with the model, which was trained to predict 'score'"),
+        (lambda: samplers.ddim(oracles.eight_gaussians().as_model(VE, "score"), X, grids.uniform(3), P), ValueError,
+         "is not the path the model was trained on, VEPath(sigma_min=0.01, sigma_max=50.0)"),
         (lambda: samplers.ddim(models.MLP(num_classes=3), X, grids.uniform(3), P, y=torch.zeros(4, dtype=torch.long),
                                guidance=2.0, null_label=5), ValueError,
          "null_label=5 disagrees with the model's null label 3"),
@@ -102,6 +138,34 @@ TABLES = {
          "frames must have one row per row label (2)"),
         (lambda: widgets.frame_grid([[b"png", "x"]], ["a"], ["x", "y"]), TypeError, "frames[0] must hold PNG bytes"),
     ],
+    "targets": [
+        (lambda: targets.from_x0_eps(torch.zeros(8, 2), torch.zeros(8, 1), "v", torch.zeros(8, 2), 0.5, P), ValueError,
+         "eps must have the shape of x_t (8, 2), got (8, 1)"),
+        (lambda: targets.from_x0_eps(torch.zeros(8, 1), torch.zeros(8, 2), "eps", torch.zeros(8, 2), 0.5, P),
+         ValueError, "x0 must have the shape of x_t (8, 2), got (8, 1)"),
+        (lambda: targets.to_x0_eps(np.zeros((4, 2)), "eps", X, 0.5, P), TypeError, "pred must be a torch.Tensor"),
+    ],
+    "fid": [
+        (lambda: fid.frechet_distance(torch.zeros(2), -torch.eye(2), torch.zeros(2), -torch.eye(2)), ValueError,
+         "cov1 must be positive semi-definite (a covariance), but has an eigenvalue -1"),
+        (lambda: fid.frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2),
+                                      torch.diag(torch.tensor([1.0, -2.0]))), ValueError, "cov2 must be positive semi-definite"),
+        (lambda: fid.frechet_distance(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]]), torch.zeros(2),
+                                      torch.eye(2)), ValueError, "cov1 must be a symmetric covariance matrix"),
+        (lambda: fid.frechet_distance(torch.zeros(2), torch.full((2, 2), float("nan")), torch.zeros(2), torch.eye(2)),
+         ValueError, "cov1 contains NaN"),
+    ],
+    "paths": [
+        (lambda: paths.t_from_index(0, 0), ValueError, "n_steps must be an integer >= 1, got 0"),
+        (lambda: paths.index_from_t(0.5, 0), ValueError, "n_steps must be an integer >= 1, got 0"),
+        (lambda: paths.t_from_index(2.5, 10), TypeError, "k must be an integer timestep index"),
+        (lambda: P.sample_t(0), ValueError, "n must be an integer >= 1, got 0"),
+        (lambda: DDPM.sample_t(0), ValueError, "n must be an integer >= 1, got 0"),
+        (lambda: paths.VEPath.for_data(np.zeros((4, 2))), TypeError, "x must be a torch.Tensor"),
+    ],
+    "coupling": [
+        (lambda: coupling.ot_pair(NAN, X), ValueError, "x0 contains NaN"),
+    ],
 }
 ROWS = [(module, *row) for module, rows in TABLES.items() for row in rows]
 
@@ -117,3 +181,22 @@ def test_asking_for_cuda_without_cuda():
     with pytest.raises(ValueError, match=re.escape("device='cuda' but CUDA is not available")):
         training.Trainer(models.MLP(), losses.objective("cfm"), torch.randn(64, 2), training.TrainConfig(steps=1),
                          device="cuda")
+
+
+# --- the t = 0 end of every oracle: the limit, not NaN --------------------------------------------------------------
+@pytest.mark.parametrize("path", [paths.VPPath(), paths.VEPath(), paths.CosinePath(), paths.LinearPath(), DDPM],
+                         ids=lambda p: type(p).__name__)
+def test_oracles_take_their_limit_at_t0(path):
+    """A data set's ideal denoiser at t = 0 is the nearest training point (it was NaN on VE and discrete paths);
+    a smooth mixture's exact predictions at t = 0 are their limits t -> 0 (the velocity was NaN on VP and VE,
+    where d sigma/dt is infinite at 0 but sigma * d sigma/dt is not; eps converges like sqrt(t) on VP)."""
+    nearest = DATA.means[torch.cdist(X64, DATA.means).argmin(1)]
+    assert torch.equal(DATA.denoiser(X64, 0.0, path), nearest)
+    assert torch.equal(DATA.predict(X64, 0.0, path, "x0"), nearest)
+    mixture = oracles.eight_gaussians()
+    for target in ("x0", "eps", "v", "score", "velocity"):
+        at0 = mixture.predict(X64, 0.0, path, target)
+        assert torch.isfinite(at0).all(), target
+        torch.testing.assert_close(at0, mixture.predict(X64, 1e-14, path, target), rtol=1e-4, atol=1e-4, msg=target)
+    box = oracles.UniformBox(2)
+    assert torch.equal(box.predict(X64 * 3, 0.0, path, "x0"), (X64 * 3).clamp(-1, 1))  # the nearest point of the box

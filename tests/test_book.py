@@ -51,29 +51,72 @@ def test_every_notebook_opens_in_colab(path):
     assert "except ImportError:" in first_code.source  # installs only when missing
 
 
-def test_install_cell_installs_the_pinned_version_from_git(tmp_path):
-    """The install cell's pip spec, pointed at a tagged clone of this repository, installs this diffkit.
+def _run_install_cell(tmp_path, prelude: str, source: str) -> subprocess.CompletedProcess:
+    """Run the install cell's source in a fresh interpreter where this checkout's diffkit cannot be imported (as
+    on Colab), after ``prelude`` (which stands in for pip)."""
+    script = tmp_path / "cell.py"
+    script.write_text("import sys\n"  # drop the editable install's finder, so that only pip's install is found
+                      "sys.meta_path[:] = [f for f in sys.meta_path\n"
+                      "                    if 'editable' not in getattr(f, '__module__', '')]\n"
+                      f"sys.path[:] = [p for p in sys.path if p and p != {str(ROOT)!r} and '__editable__' not in p]\n"
+                      + prelude + "\n" + source + "\nprint('diffkit from', diffkit.__file__)\n")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
-    On Colab the same spec fetches tag ``v<version>`` of ``repository.url``; publishing a release therefore
-    means pushing that tag.
+
+def test_install_cell_fits_a_notebook_column():
+    lines = colab.install_source(colab.settings()).splitlines()
+    assert len(lines) <= 16 and max(map(len, lines)) <= 88
+
+
+def test_a_failed_install_says_which_url_and_tag_it_tried_and_what_to_do(tmp_path):
+    """pip failing (no repository, or no such tag) ends in one ImportError that shows pip's message, names the URL
+    and the tag, and says how to install from a clone, not in a ModuleNotFoundError at every later cell."""
+    s = colab.settings()
+    fake_pip = ("import subprocess\n"
+                "class Failed:\n"
+                "    returncode, stdout = 1, ''\n"
+                "    stderr = \"error: pathspec 'v0.1.0' did not match any file(s) known to git\"\n"
+                "subprocess.run = lambda cmd, **kwargs: Failed()\n")
+    result = _run_install_cell(tmp_path, fake_pip, colab.install_source(s))
+    assert result.returncode != 0 and result.stderr.count("Traceback") == 1, result.stderr
+    last = result.stderr.strip().splitlines()
+    assert last[-2].startswith("ImportError: error: pathspec 'v0.1.0' did not match"), result.stderr
+    assert f"Could not install diffkit from {s['url']} at tag v{diffkit.__version__}" in last[-1]
+    assert "clone the repository and run `pip install -e .` in it" in last[-1]
+    assert "ModuleNotFoundError" not in result.stderr
+
+
+def test_install_cell_installs_the_pinned_version_from_git(tmp_path):
+    """The install cell itself, pointed at a tagged clone of this repository (``git+file://``), installs this
+    diffkit and imports it.
+
+    On Colab the same cell fetches tag ``v<version>`` of ``repository.url``; publishing a release therefore
+    means pushing that tag (README, *Publishing the book*).
     """
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     s = colab.settings()
-    spec = re.search(r'%pip install -q "(.+)"', colab.install_source(s)).group(1)
-    name, _, url = spec.partition(" @ git+")
-    repo, _, tag = url.rpartition("@")
-    assert (name, repo, tag) == ("diffkit", s["url"], f"v{diffkit.__version__}")
+    source = colab.install_source(s)
+    assert f'URL, TAG = "{s["url"]}", "v{diffkit.__version__}"' in source
+    assert 'f"diffkit @ git+{URL}@{TAG}"' in source
     clone = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    subprocess.run(["git", "-C", str(clone), "tag", tag], check=True)
+    subprocess.run(["git", "-C", str(clone), "tag", f"v{diffkit.__version__}"], check=True)
     site = tmp_path / "site"
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                             "--disable-pip-version-check", "--target", str(site),
-                             # file://localhost/...: older pip (23.x) refuses a git+file:/// URL with no host
-                             f"{name} @ git+file://localhost{clone.as_posix()}@{tag}"],
-                            capture_output=True, text=True)
+    # pip without the dependencies (they are installed here) into a folder of its own; file://localhost/...:
+    # older pip (23.x) refuses a git+file:/// URL with no host
+    offline_pip = ("import subprocess, sys\n"
+                   "_run = subprocess.run\n"
+                   "def run(cmd, **kwargs):\n"
+                   "    extra = ['--no-deps', '--no-build-isolation', '--disable-pip-version-check', "
+                   f"'--target', {str(site)!r}]\n"
+                   "    out = _run(cmd[:-1] + extra + cmd[-1:], **kwargs)\n"
+                   f"    sys.path.insert(0, {str(site)!r})\n"
+                   "    return out\n"
+                   "subprocess.run = run\n")
+    result = _run_install_cell(tmp_path, offline_pip, source.replace(s["url"], f"file://localhost{clone.as_posix()}"))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"diffkit from {site / 'diffkit' / '__init__.py'}" in result.stdout and "note:" not in result.stdout
     installed = {p.relative_to(site / "diffkit").as_posix() for p in (site / "diffkit").rglob("*.py")}
     shipped = {p.relative_to(clone / "diffkit").as_posix() for p in (clone / "diffkit").rglob("*.py")}
     assert installed == shipped, f"modules missing from the installed package: {sorted(shipped - installed)}"

@@ -171,3 +171,25 @@ def test_an_unwritable_cache_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(checkpoints.CheckpointError, match="DIFFKIT_CACHE_DIR.*cannot write to"):
         cache.cached_model("toy", {"steps": 1}, lambda: nn.Linear(2, 2), _trainer(calls), verbose=False)
     assert calls == []
+
+
+def test_a_cached_model_records_its_objective_whether_trained_or_loaded():
+    from diffkit import losses, paths
+    from diffkit.training import TrainConfig, Trainer
+
+    objective = losses.objective("dsm", path=paths.VEPath(sigma_max=5.0))
+    trained, info = _cached(objective, _toy)
+    loaded, _ = _cached(objective, _toy)
+    assert trained.diffkit_objective == loaded.diffkit_objective == info.objective == objective
+
+    def train(model):  # a custom training closure that trains through a Trainer
+        trainer = Trainer(model, objective, _toy, TrainConfig(steps=1, batch_size=8), device="cpu")
+        trainer.fit(progress=False)
+        return trainer.ema_model
+
+    for _ in range(2):  # trained, then loaded from the file
+        model = cache.cached_model("toy-custom", {"steps": 1}, _mlp, train, verbose=False)
+        assert model.diffkit_objective == objective
+    for _ in range(2):  # a closure of one's own with objective=: the model records that objective
+        model = cache.cached_model("toy-plain", {"steps": 1}, _mlp, lambda m: m, objective=objective, verbose=False)
+        assert model.diffkit_objective == objective

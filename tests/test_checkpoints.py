@@ -111,3 +111,20 @@ def test_bad_input(tmp_path):
     checkpoints.save(tmp_path / "bare.safetensors", {"w": torch.ones(1)})
     with pytest.raises(checkpoints.CheckpointError, match="does not say which model it holds"):
         checkpoints.load_model(tmp_path / "bare.safetensors")
+
+
+def test_a_loaded_model_records_its_objective_for_the_samplers(tmp_path):
+    trainer = trained()
+    assert trainer.model.diffkit_objective == trainer.objective == trainer.ema_model.diffkit_objective
+    model, info = checkpoints.load_model(checkpoints.save_model(tmp_path / "mlp.safetensors", trainer))
+    assert model.diffkit_objective == info.objective and model.diffkit_objective.target == "v"
+    fresh = MLP(hidden=16, depth=2, time_dim=8, num_classes=3)
+    checkpoints.load_weights(tmp_path / "mlp.safetensors", fresh)
+    assert fresh.diffkit_objective == info.objective
+    # a bare model that records its objective keeps it through save_model without objective=
+    model2, info2 = checkpoints.load_model(checkpoints.save_model(tmp_path / "ema.safetensors", trainer.ema_model))
+    assert info2.objective == trainer.objective and model2.diffkit_objective == trainer.objective
+    # a loss of one's own records nothing, and removes a stale record
+    plain = Trainer(model, lambda m, x0, y, g: m(x0, torch.rand(x0.shape[0]), y).pow(2).mean(), toy,
+                    TrainConfig(steps=1, batch_size=4), device="cpu")
+    assert getattr(plain.model, "diffkit_objective", None) is None

@@ -294,3 +294,39 @@ def test_make_path_builds_each_ddpm_schedule(name):
 def test_discrete_path_keeps_its_tables_in_float64():
     path = paths.DiscretePath(linear_betas(100).float())
     assert path.betas.dtype == torch.float64 and path.alpha_bar.dtype == torch.float64
+
+
+def test_ve_path_for_data_takes_sigma_max_from_the_largest_distance():
+    """sigma_max = the largest pairwise distance (Song & Ermon, 2020): exact on a small set, a subsample's on a
+    large one (never more than the true one), and sigma_min is kept."""
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
+    path = paths.VEPath.for_data(x, sigma_min=0.02)
+    assert path.sigma_max == pytest.approx(5.0) and path.sigma_min == 0.02
+    assert float(path.sigma(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(5.0, rel=1e-3)
+    g = torch.Generator().manual_seed(0)
+    big = torch.cat([torch.randn(5000, 2, generator=g), torch.tensor([[-10.0, 0.0], [10.0, 0.0]])])
+    full = torch.cdist(big.double(), big.double()).max().item()
+    sub = paths.VEPath.for_data(big, max_points=500, generator=torch.Generator().manual_seed(1)).sigma_max
+    assert 4.0 < sub <= full  # a subsample of 500 sees the bulk, not necessarily the two outliers
+    assert paths.VEPath.for_data(big, max_points=6000).sigma_max == pytest.approx(full)
+    images = torch.zeros(3, 1, 4, 4)
+    images[1, 0, 0, 0] = 2.0
+    assert paths.VEPath.for_data(images).sigma_max == pytest.approx(2.0)  # images: distances between flattened rows
+    with pytest.raises(ValueError, match="x must hold at least 2 data points"):
+        paths.VEPath.for_data(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="are all the rows equal"):
+        paths.VEPath.for_data(torch.ones(5, 2))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        paths.VEPath.for_data([[0.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="max_points must be an integer >= 2"):
+        paths.VEPath.for_data(x, max_points=1)
+
+
+@pytest.mark.parametrize("path", all_paths(), ids=path_id)
+def test_sigma_d_sigma_is_the_product_and_finite_at_the_data_end(path):
+    t = torch.tensor([1e-3, 0.3, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(path.sigma_d_sigma(t), path.sigma(t) * path.d_sigma(t))
+    zero = torch.tensor([0.0], dtype=torch.float64)
+    assert torch.isfinite(path.sigma_d_sigma(zero)).all() and torch.isfinite(path.diffusion_sq(zero)).all()
+    tiny = torch.tensor([1e-9], dtype=torch.float64)
+    torch.testing.assert_close(path.diffusion_sq(zero), path.diffusion_sq(tiny), rtol=1e-6, atol=1e-6)

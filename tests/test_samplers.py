@@ -699,3 +699,58 @@ def test_denoiser_takes_a_time_per_sample_and_warns_only_for_guidance():
         warnings.simplefilter("error")
         samplers.Denoiser(models.MLP(num_classes=3, label_dropout=0.0), path, y=torch.zeros(6, dtype=torch.long),
                           guidance=1.0, null_label=3)
+
+
+# --- the target comes from the model ---------------------------------------------------------------------------
+class _ScoreNet(torch.nn.Module):
+    """A "network" whose output is the exact score of the 8 Gaussians (plus 0 x a weight, so that it trains)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.oracle = oracles.eight_gaussians().as_model(path, "score")
+
+    def forward(self, x, t, y=None):
+        return self.oracle(x, t) + 0 * self.w
+
+
+def test_a_trained_model_is_sampled_with_its_own_target():
+    """A DSM (score) model sampled without target= uses "score" and reproduces the mixture; sampled as an
+    eps-model (the old default) it does not; a target or a path that disagrees with the model's is an error."""
+    from diffkit import losses
+    from diffkit.training import TrainConfig, Trainer
+
+    path = paths.VEPath(0.01, 10.0)
+    draw = lambda n, g: (oracles.eight_gaussians().sample(n, generator=g).float(), None)  # noqa: E731
+    trainer = Trainer(_ScoreNet(path), losses.objective("dsm", path=path), draw, TrainConfig(steps=1, batch_size=8),
+                      device="cpu")
+    model = trainer.ema_model
+    assert model.diffkit_objective.target == "score"
+    g = torch.Generator().manual_seed(0)
+    reference = oracles.eight_gaussians().sample(N_SAMPLES, generator=g)
+    x = samplers.prior(path, (N_SAMPLES, 2), generator=g, dtype=torch.float64)
+    ts = grids.uniform(200)
+    out = samplers.euler(model, x, ts, path)
+    exact = samplers.euler(model.oracle, x, ts, path, target="score")  # the network runs in float32
+    torch.testing.assert_close(out, exact, rtol=0, atol=1e-4)
+    assert distances.mmd(out, reference).item() < MMD_BOUND
+    as_eps = samplers.euler(lambda x, t, y=None: model(x, t), x, ts, path)  # a bare callable: "eps", garbage
+    assert distances.mmd(as_eps, reference).item() > MMD_WRONG_MIN
+    with pytest.raises(ValueError, match=re.escape("target='eps' disagrees with the model, which was trained to "
+                                                   "predict 'score'")):
+        samplers.euler(model, x, ts, path, target="eps")
+    with pytest.raises(ValueError, match=r"path=VPPath\(.*\) is not the path the model was trained on, VEPath"):
+        samplers.euler(model, x, ts, paths.VPPath())
+    samplers.euler(model, x[:8], grids.uniform(3), paths.VEPath(0.01, 10), target="score")  # an equal path is fine
+
+
+@pytest.mark.parametrize("target", ["score", "x0", "velocity"])
+def test_an_oracle_is_sampled_with_the_target_it_was_built_for(target):
+    path = paths.VPPath()
+    oracle = oracles.eight_gaussians().as_model(path, target)
+    x = samplers.prior(path, (64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(samplers.ddim(oracle, x, grids.uniform(20), path),
+                               samplers.ddim(oracle, x, grids.uniform(20), path, target=target), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"target='eps' disagrees with the model, which was trained to predict "
+                                         f"'{target}'"):
+        samplers.ddim(oracle, x, grids.uniform(20), path, target="eps")

@@ -52,15 +52,26 @@ def badge_source(nb_path: Path, s: dict[str, str]) -> str:
 
 
 def install_source(s: dict[str, str]) -> str:
+    """The install cell: plain Python (no ``%pip``, so that its failure is caught), because diffkit is not installed
+    yet when it runs.  When pip fails it raises one ImportError with pip's message, the URL and tag it tried and
+    what to do; "Run all" stops there instead of failing again at every ``import diffkit``."""
     v = s["version"]
-    return (f"# Installs diffkit {v} (the version this book was built with) only where it is missing, e.g. on Colab.\n"
+    return (f"# Installs diffkit {v} (the book's version) only where it is missing, e.g. on Colab.\n"
             "try:\n"
             "    import diffkit\n"
             "except ImportError:\n"
-            f"    %pip install -q \"diffkit @ git+{s['url']}@v{v}\"\n"
+            "    import subprocess, sys\n"
+            f"    URL, TAG = \"{s['url']}\", \"v{v}\"\n"
+            "    pip = subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
+            "                          f\"diffkit @ git+{URL}@{TAG}\"], capture_output=True, text=True)\n"
+            "    if pip.returncode != 0:  # one clear error, instead of one at every import diffkit\n"
+            "        raise ImportError(\n"
+            "            f\"{pip.stderr[-2000:]}\\nCould not install diffkit from {URL} at tag {TAG}. \"\n"
+            "            \"Set URL to a repository that has the tag, or clone the repository and \"\n"
+            "            \"run `pip install -e .` in it.\") from None\n"
             "    import diffkit\n"
             f"if diffkit.__version__ != \"{v}\":\n"
-            f"    print(f\"note: this chapter was written for diffkit {v}; you have {{diffkit.__version__}}\")")
+            f"    print(f\"note: written for diffkit {v}; you have {{diffkit.__version__}}\")")
 
 
 def expected_cells(nb_path: Path, s: dict[str, str]) -> list[nbformat.NotebookNode]:
