@@ -34,6 +34,10 @@ __all__ = ["mmd", "sliced_wasserstein", "energy_distance", "null_band", "with_nu
 
 
 def _pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    for name, v in (("x", x), ("y", y)):
+        if isinstance(v, Tensor) and v.ndim > 2:
+            raise ValueError(f"{name} must be a (N, D) batch of vectors, got shape {tuple(v.shape)}: flatten "
+                             f"images with {name}.flatten(1), or compare features (diffkit.evaluation) instead")
     check_tensor("x", x, ndim=2)
     check_tensor("y", y, ndim=2)
     if x.shape[1] != y.shape[1]:
@@ -56,7 +60,7 @@ def mmd(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.2, 0.5, 1.0, 2.0,
     if isinstance(bandwidths, (int, float)) or not isinstance(bandwidths, Sequence) or isinstance(bandwidths, str):
         raise TypeError(f"bandwidths must be a list of positive kernel widths, e.g. bandwidths=[{bandwidths!r}], "
                         f"got {type(bandwidths).__name__} {bandwidths!r}")
-    if not bandwidths or any(not isinstance(h, (int, float)) or h <= 0 for h in bandwidths):
+    if not bandwidths or any(not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0 for h in bandwidths):
         raise ValueError(f"bandwidths must be a non-empty list of positive numbers, got {bandwidths!r}")
 
     def kernel(a: Tensor, b: Tensor) -> Tensor:

@@ -147,4 +147,9 @@ def test_null_band_bad_input():
         band.measure(torch.randn(10, 3))
     with pytest.raises(TypeError, match=r"bandwidths=\[0.5\]"):
         mmd(x, x, bandwidths=0.5)
+    for bad in ([float("nan")], [float("inf")], [1.0, -1.0]):
+        with pytest.raises(ValueError, match="bandwidths must be a non-empty list of positive numbers"):
+            mmd(x, x, bandwidths=bad)
+    with pytest.raises(ValueError, match=r"flatten images with x.flatten\(1\)"):
+        mmd(torch.randn(4, 1, 2, 2), torch.randn(4, 4))
     assert not hasattr(distances, "with_noise_floor")
