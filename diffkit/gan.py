@@ -8,6 +8,8 @@ a discriminator :math:`D(x) = \mathrm{sigmoid}(\ell(x))` says how likely :math:`
 * :func:`optimal_discriminator`, :func:`value_function`, :func:`js_divergence` — the closed forms of chapter 1:
   :math:`D^* = p_\mathrm{data}/(p_\mathrm{data} + p_g)` and :math:`V(D^*, G) = 2\,\mathrm{JS}(p_\mathrm{data}\,\|\,p_g)
   - \log 4`, for densities given on a grid (or probability vectors);
+* :func:`bend_gaps` — how much :math:`V` drops when a discriminator's logit is bent by small bumps placed over the
+  whole grid, beside the drop a maximum predicts to second order: the check that :math:`D^*` is the maximiser;
 * :func:`discriminator_loss`, :func:`generator_loss` — the losses on the discriminator's *logits* :math:`\ell`,
   written with ``softplus`` so they stay finite however confident :math:`D` is; the generator's loss is the
   ``"saturating"`` :math:`\mathbb E\log(1 - D(G(z)))` of the minimax game or the ``"non_saturating"``
@@ -35,7 +37,7 @@ from ._checks import check_choice, check_finite, check_number, check_positive_in
 
 __all__ = [
     "Generator", "Discriminator", "discriminator_loss", "generator_loss", "GENERATOR_LOSSES", "UPDATES",
-    "optimal_discriminator", "value_function", "js_divergence", "GANConfig", "GANRun", "train_gan",
+    "optimal_discriminator", "value_function", "js_divergence", "bend_gaps", "GANConfig", "GANRun", "train_gan",
     "bilinear_update_matrix", "bilinear_game", "bilinear_invariant", "ModeCoverage", "mode_coverage",
 ]
 
@@ -159,6 +161,53 @@ def js_divergence(p: Tensor, q: Tensor, dx: float = 1.0) -> Tensor:
         return (torch.xlogy(a, a) - torch.xlogy(a, safe_m)).sum() * dx
 
     return (kl(p) + kl(q)) / 2
+
+
+def bend_gaps(p_data: Tensor, p_g: Tensor, d: Tensor, x: Tensor, dx: float, centres: Tensor | list[float],
+              sizes: Tensor | list[float], *, width: float = 1.0) -> tuple[Tensor, Tensor]:
+    r"""Bend the discriminator ``d`` and measure how much :math:`V` drops (chapter 1).
+
+    For each centre :math:`c` and size :math:`\delta`, the bent discriminator is
+    :math:`d_\delta = \mathrm{sigmoid}(\mathrm{logit}(d) + \delta\,e^{-(x - c)^2/w^2})` (``w`` = ``width``), and the
+    first tensor holds the gaps :math:`V(d) - V(d_\delta)` of :func:`value_function`.  The second holds the drop
+    that a maximum predicts to second order,
+
+    .. math:: \frac{\delta^2}{2}\int \frac{p_\mathrm{data}\,p_g}{p_\mathrm{data} + p_g}\,e^{-2(x - c)^2/w^2}\,dx,
+
+    since :math:`\partial^2_\ell\,[a\log\mathrm{sigmoid}(\ell) + b\log(1 - \mathrm{sigmoid}(\ell))] =
+    -(a + b)D(1 - D) = -ab/(a + b)` at :math:`D = D^*`.  For ``d`` = :math:`D^*` every gap is positive and
+    gap / prediction tends to 1 as :math:`\delta \to 0`; a ``d`` that is wrong where a bump reaches changes
+    :math:`V` to first order in :math:`\delta` there, so one sign of :math:`\delta` gives a negative gap.  Where the
+    prediction is below the rounding of the sum (about :math:`10^{-15}` for :math:`V` near 1), neither says anything:
+    :math:`V` cannot tell discriminators apart where either density vanishes.  Both tensors are
+    (len(centres), len(sizes)), float64; ``x`` holds the grid points (spaced ``dx``) of the densities."""
+    p_data, p_g = _densities(p_data, p_g)
+    check_tensor("x", x)
+    check_tensor("d", d)
+    if x.shape != p_data.shape or d.shape != p_data.shape:
+        raise ValueError(f"x and d must have the shape of p_data, {tuple(p_data.shape)}, got {tuple(x.shape)} and "
+                         f"{tuple(d.shape)}")
+    check_number("dx", dx, low=0.0, low_open=True)
+    width = check_number("width", width, low=0.0, low_open=True)
+    centres = torch.as_tensor(centres, dtype=torch.float64).flatten()
+    sizes = torch.as_tensor(sizes, dtype=torch.float64).flatten()
+    if centres.numel() == 0 or sizes.numel() == 0:
+        raise ValueError("centres and sizes must each hold at least one value")
+    x, d = x.double(), d.double()
+    logit = torch.logit(d)
+    v0 = value_function(p_data, p_g, d, dx)
+    total = p_data + p_g
+    weight = torch.where(total > 0, p_data * p_g / total.clamp_min(torch.finfo(total.dtype).tiny),
+                         torch.zeros_like(total))  # -d^2 V / d logit^2 at D*
+    gaps = torch.empty(centres.numel(), sizes.numel(), dtype=torch.float64)
+    predicted = torch.empty_like(gaps)
+    for i, c in enumerate(centres):
+        bump = torch.exp(-(((x - c) / width) ** 2))
+        curvature = (weight * bump**2).sum() * dx
+        for j, size in enumerate(sizes):
+            gaps[i, j] = v0 - value_function(p_data, p_g, torch.sigmoid(logit + size * bump), dx)
+            predicted[i, j] = 0.5 * size**2 * curvature
+    return gaps, predicted
 
 
 # --- training ------------------------------------------------------------------------------------------------------

@@ -54,6 +54,46 @@ def test_optimal_discriminator_of_two_gaussians_maximises_the_value_at_two_js_mi
     assert gan.value_function(p, p, same, dx=dx).item() == pytest.approx(-LOG4, abs=1e-8)
 
 
+def _bend_setup():
+    x, dx = _grid(-10.0, 10.0, 20_001)
+    p = 0.5 * _normal_pdf(x, -2.0, 0.5) + 0.5 * _normal_pdf(x, 2.0, 0.5)
+    q = _normal_pdf(x, 0.0, 1.5)  # p_g has the heavier tails
+    return x, dx, p, q, gan.optimal_discriminator(p, q)
+
+
+def test_bend_gaps_of_the_optimal_discriminator_match_the_second_order_drop():
+    x, dx, p, q, d_star = _bend_setup()
+    centres, sizes = torch.arange(-10.0, 11.0), [-0.1, -0.01, 0.01, 0.1]
+    gaps, predicted = gan.bend_gaps(p, q, d_star, x, dx, centres, sizes)
+    assert gaps.shape == predicted.shape == (21, 4) and gaps.dtype == torch.float64
+    felt = predicted[:, 1] > 5e-14
+    assert felt.sum() >= 11 and bool(felt[10])  # at least |c| <= 5; c = 0 is centres[10]
+    ratio = gaps[felt] / predicted[felt]
+    assert (gaps[felt] > 0).all()
+    assert ((ratio[:, 1:3] - 1).abs() < 2e-3).all()  # delta = 0.01: the second-order term, to 0.2%
+    assert ((ratio - 1).abs() < 0.03).all()  # delta = 0.1: third-order terms of a few percent
+    # the prediction itself, independently: (delta^2 / 2) * integral of p q / (p + q) bump^2 at c = 1, delta = 0.1
+    want = 0.5 * 0.01 * (p * q / (p + q) * torch.exp(-2 * (x - 1.0) ** 2)).sum() * dx
+    assert predicted[11, 3].item() == pytest.approx(want.item(), rel=1e-12)
+    # the gap is the drop of value_function, computed directly
+    bent = torch.sigmoid(torch.logit(d_star) - 0.1 * torch.exp(-((x + 3.0) / 2.0) ** 2))
+    direct = gan.value_function(p, q, d_star, dx) - gan.value_function(p, q, bent, dx)
+    g, _ = gan.bend_gaps(p, q, d_star, x, dx, [-3.0], [-0.1], width=2.0)
+    assert g[0, 0].item() == pytest.approx(direct.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("wrong", ["half_in_the_tails", "logit_shift_in_the_tails", "global_logit_shift"])
+def test_bend_gaps_turn_negative_for_a_discriminator_that_is_not_the_maximiser(wrong):
+    x, dx, p, q, d_star = _bend_setup()
+    tails = x.abs() > 3
+    d = {"half_in_the_tails": torch.where(tails, torch.full_like(d_star, 0.5), d_star),
+         "logit_shift_in_the_tails": torch.where(tails, torch.sigmoid(torch.logit(d_star) + 0.3), d_star),
+         "global_logit_shift": torch.sigmoid(torch.logit(d_star) + 0.05)}[wrong]
+    gaps, predicted = gan.bend_gaps(p, q, d, x, dx, torch.arange(-10.0, 11.0), [-0.01, 0.01])
+    felt = predicted[:, 0] > 5e-14
+    assert (gaps[felt] < 0).any()  # one sign of the bend raises V: d is not the maximum
+
+
 def test_js_divergence_of_probability_vectors():
     p = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
     q = torch.tensor([0.0, 0.0, 0.25, 0.75], dtype=torch.float64)
@@ -182,6 +222,12 @@ def test_mode_coverage_of_the_mixture_and_of_one_mode():
      "pass sigmoid(logits)"),
     (lambda: gan.js_divergence(torch.ones(2), torch.ones(2), dx=0.0), ValueError, "dx must be > 0"),
     (lambda: gan.generator_loss(torch.zeros(3), "minimax"), ValueError, "kind must be one of"),
+    (lambda: gan.bend_gaps(torch.ones(3), torch.ones(3), torch.full((3,), 0.5), torch.zeros(2), 0.1, [0.0], [0.1]),
+     ValueError, "x and d must have the shape of p_data"),
+    (lambda: gan.bend_gaps(torch.ones(3), torch.ones(3), torch.full((3,), 0.5), torch.zeros(3), 0.1, [], [0.1]),
+     ValueError, "centres and sizes must each hold at least one value"),
+    (lambda: gan.bend_gaps(torch.ones(3), torch.ones(3), torch.full((3,), 0.5), torch.zeros(3), 0.1, [0.0], [0.1],
+                           width=0.0), ValueError, "width must be > 0"),
     (lambda: gan.GANConfig(steps=0), ValueError, "steps must be an integer >= 1"),
     (lambda: gan.GANConfig(steps=1, updates="sequential"), ValueError, "updates must be one of"),
     (lambda: gan.GANConfig(steps=1, loss="wasserstein"), ValueError, "loss must be one of"),
