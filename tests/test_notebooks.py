@@ -71,8 +71,9 @@ def test_code_and_printed_lines_fit_the_column(path):
         long_code += [f"cell {i}: {line[:60]}…" for line in cell.source.splitlines() if len(line) > 88]
         for out in cell.outputs:
             text = out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", "")
-            if out.output_type != "stream" and "text/html" in out.get("data", {}):
-                continue  # rendered HTML wraps; its text/plain fallback is never shown
+            shown = {"text/html", "application/vnd.jupyter.widget-view+json", "image/png"}
+            if out.output_type != "stream" and shown & set(out.get("data", {})):
+                continue  # rendered HTML wraps, widgets and figures draw: their text/plain is never shown
             text = "".join(text) if isinstance(text, list) else text
             long_out += [f"cell {i}: {line[:60]}…" for line in text.splitlines() if len(line) > 90]
     assert not long_code, f"{path.name}: code lines over 88 characters: {long_code}"
