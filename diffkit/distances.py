@@ -118,13 +118,6 @@ def _cacheable(metric: Callable) -> bool:
     return bool(name) and "<" not in name and getattr(base, "__module__", None) is not None
 
 
-def _digest(x: Tensor) -> str:
-    x = x.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
-    h.update(x.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class NullBand:
     r"""The null distribution of ``metric(fresh, reference)``: ``values`` holds the distance from each of ``pairs``
@@ -225,11 +218,11 @@ def null_band(metric: Callable[[Tensor, Tensor], Tensor], sample_true: Callable[
     name = _metric_name(metric)
     path = None
     if cache and _cacheable(metric):
-        from .cache import cache_dir
+        from .cache import cache_dir, fingerprint
 
         first = _draw(sample_true, n, seed + 1, reference.shape[1])
-        key = json.dumps({"metric": name, "n": n, "pairs": pairs, "seed": seed, "reference": _digest(reference),
-                          "first": _digest(first)}, sort_keys=True)
+        key = json.dumps({"metric": name, "n": n, "pairs": pairs, "seed": seed,
+                          "reference": fingerprint(reference), "first": fingerprint(first)}, sort_keys=True)
         path = cache_dir() / "bands" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
         if path.exists():
             try:

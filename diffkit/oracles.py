@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._checks import as_time, check_choice, check_finite, check_number, check_positive_int, check_tensor
 from .paths import GaussianPath, Time, check_path
-from .targets import TARGETS
+from .targets import TARGETS, from_x0_score
 
 __all__ = ["GaussianMixture", "UniformBox", "eight_gaussians", "OracleModel"]
 
@@ -203,40 +203,18 @@ class GaussianMixture:
 
     def predict(self, x: Tensor, t: Time, path: GaussianPath, target: str, y: Tensor | None = None) -> Tensor:
         """The exact prediction of kind ``target`` (one of :data:`diffkit.targets.TARGETS`), at :math:`t = 0`
-        too (see :func:`_exact`)."""
+        too (see :func:`diffkit.targets.from_x0_score`)."""
         check_choice("target", target, TARGETS)
         check_tensor("x", x, ndim=2)
         t = as_time("t", t, x.shape[0], x)
         score, x0 = self._score_and_denoiser(x, t, path, y)
-        return _exact(target, x0, score, x.to(torch.float64), t.to(torch.float64), path)
+        return from_x0_score(x0, score, target, x.to(torch.float64), t.to(torch.float64), path)
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction — a perfectly trained network."""
         check_path(path)
         check_choice("target", target, TARGETS)
         return OracleModel(self, path, target)
-
-
-def _exact(target: str, x0: Tensor, score: Tensor, x: Tensor, t: Tensor, path: GaussianPath) -> Tensor:
-    r"""The prediction of kind ``target`` from the exact :math:`\mathbb E[x_0|x_t]` and score, written so that it
-    keeps its limit at :math:`\sigma_t = 0` (:math:`t = 0`): :math:`\hat\varepsilon = -\sigma_t\nabla\log p_t`, and
-    the velocity :math:`\dot\alpha_t\hat x_0 - \sigma_t\dot\sigma_t\nabla\log p_t`
-    (:meth:`~diffkit.paths.GaussianPath.sigma_d_sigma`: finite where :math:`\dot\sigma_t` is not).  Where the score
-    is undefined (NaN: a point mass at :math:`\sigma_t = 0`) only ``"x0"`` has a limit; the others raise."""
-    if target == "x0":
-        return x0
-    if torch.isnan(score).any():
-        raise ValueError(f"target={target!r} is undefined at t where sigma_t = 0 (t = 0) for a distribution with "
-                         "point masses (a data set, GaussianMixture.from_data, or an unblurred UniformBox): only "
-                         "the denoiser (target='x0') has a limit there; evaluate at t > 0")
-    a, s = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
-    if target == "score":
-        return score
-    if target == "eps":
-        return -s * score
-    if target == "v":
-        return -a * s * score - s * x0
-    return path.d_alpha(t).to(torch.float64)[:, None] * x0 - path.sigma_d_sigma(t).to(torch.float64)[:, None] * score
 
 
 def _log_diff_ndtr(a: Tensor, b: Tensor) -> Tensor:
@@ -324,11 +302,11 @@ class UniformBox:
         a, sg = path.alpha(t).to(torch.float64)[:, None], path.sigma(t).to(torch.float64)[:, None]
         sharp = (a**2 * self.blur**2 + sg**2) == 0  # the unblurred box at t = 0: x0 is x moved into the box
         if sharp.any():
-            return _exact(target, x.clamp(self.low, self.high), torch.full_like(x, math.nan), x, t, path)
+            return from_x0_score(x.clamp(self.low, self.high), torch.full_like(x, math.nan), target, x, t, path)
         score = self.score(x, t, path)
         mean = torch.full_like(x, 0.5 * (self.low + self.high))
         x0 = torch.where(a > 0, (x + sg**2 * score) / torch.where(a > 0, a, torch.ones_like(a)), mean)
-        return _exact(target, x0, score, x, t, path)
+        return from_x0_score(x0, score, target, x, t, path)
 
     def as_model(self, path: GaussianPath, target: str = "eps") -> OracleModel:
         """A ``model(x, t, y=None)`` that returns the exact ``target`` prediction."""

@@ -24,7 +24,7 @@ from torch import Tensor
 from ._checks import as_time, broadcast_like, check_choice, check_tensor
 from .paths import GaussianPath, Time, check_path
 
-__all__ = ["TARGETS", "to_x0_eps", "from_x0_eps", "convert"]
+__all__ = ["TARGETS", "to_x0_eps", "from_x0_eps", "from_x0_score", "convert"]
 
 TARGETS = ("eps", "x0", "v", "score", "velocity")
 
@@ -85,6 +85,37 @@ def from_x0_eps(x0: Tensor, eps: Tensor, target: str, x_t: Tensor, t: Time, path
         return -eps / _nonzero("sigma_t", s, "the score is undefined at t = 0")
     ts = as_time("t", t, x_t.shape[0], x_t)
     return broadcast_like(path.d_alpha(ts), x_t) * x0 + broadcast_like(path.d_sigma(ts), x_t) * eps
+
+
+def from_x0_score(x0: Tensor, score: Tensor, target: str, x_t: Tensor, t: Time, path: GaussianPath) -> Tensor:
+    r"""The prediction of kind ``target`` from :math:`\mathbb E[x_0|x_t]` and the score, as exact models (the
+    oracles) know them.  Written with the score instead of :math:`\varepsilon`, every target keeps its limit at
+    :math:`\sigma_t = 0` (:math:`t = 0`): :math:`\hat\varepsilon = -\sigma_t\nabla\log p_t`,
+    :math:`v = -\alpha_t\sigma_t\nabla\log p_t - \sigma_t x_0`, and the velocity
+    :math:`\dot\alpha_t x_0 - \sigma_t\dot\sigma_t\nabla\log p_t`
+    (:meth:`~diffkit.paths.GaussianPath.sigma_d_sigma` is finite where :math:`\dot\sigma_t` is not: VP, VE).
+    A NaN score marks a point mass at :math:`\sigma_t = 0`, where only ``"x0"`` has a limit; the others raise."""
+    check_choice("target", target, TARGETS)
+    check_tensor("x_t", x_t)
+    for name, value in (("x0", x0), ("score", score)):
+        check_tensor(name, value)
+        if value.shape != x_t.shape:
+            raise ValueError(f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(value.shape)}")
+    if target == "x0":
+        return x0
+    if score.isnan().any():
+        raise ValueError(f"target={target!r} is undefined at t where sigma_t = 0 (t = 0) for a distribution with "
+                         "point masses (a data set, GaussianMixture.from_data, or an unblurred UniformBox): only "
+                         "the denoiser (target='x0') has a limit there; evaluate at t > 0")
+    if target == "score":
+        return score
+    a, s = _coefs(path, t, x_t)
+    if target == "eps":
+        return -s * score
+    if target == "v":
+        return -a * s * score - s * x0
+    ts = as_time("t", t, x_t.shape[0], x_t)
+    return broadcast_like(path.d_alpha(ts), x_t) * x0 - broadcast_like(path.sigma_d_sigma(ts), x_t) * score
 
 
 def convert(pred: Tensor, source: str, dest: str, x_t: Tensor, t: Time, path: GaussianPath) -> Tensor:

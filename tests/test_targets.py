@@ -126,3 +126,18 @@ def test_informative_targets_stay_finite_at_and_near_alpha_zero(path, dtype):
     for target in ("eps", "score"):
         with pytest.raises(ValueError, match="alpha_t is 0 at some t"):
             targets.to_x0_eps(eps, target, x1, t1, path)
+
+
+def test_from_x0_score_agrees_with_from_x0_eps_where_sigma_is_positive():
+    """The oracles' (x0, score) form gives every target as the (x0, eps) form does, eps = -sigma * score."""
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    t = torch.linspace(0.05, 0.95, 6, dtype=torch.float64)
+    for path in (paths.VPPath(), paths.VEPath(0.01, 5.0), paths.LinearPath()):
+        a, s = path.alpha(t)[:, None].double(), path.sigma(t)[:, None].double()
+        x_t, score = a * x0 + s * eps, -eps / s
+        for target in targets.TARGETS:
+            torch.testing.assert_close(targets.from_x0_score(x0, score, target, x_t, t, path),
+                                       targets.from_x0_eps(x0, eps, target, x_t, t, path))
+    with pytest.raises(ValueError, match="only the denoiser"):
+        targets.from_x0_score(x0, torch.full_like(x0, float("nan")), "eps", x0, t, paths.VPPath())
