@@ -25,7 +25,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +122,22 @@ def _key_content(config: Any, objective: Objective | None, data: Any, model: nn.
     return content if len(content) > 1 else content["config"]  # a bare config keeps the keys it always had
 
 
+def _check_snapshots(snapshots: Sequence[int], config: Any, managed: bool) -> list[int]:
+    if isinstance(snapshots, (int, str)) or not isinstance(snapshots, Sequence):
+        raise TypeError(f"snapshots must be a sequence of step counts, e.g. (800,), got {snapshots!r}")
+    if snapshots and not managed:
+        raise ValueError("snapshots= needs managed training (a TrainConfig, objective= and data=, no train=)")
+    for k in snapshots:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < config.steps:
+            raise ValueError(f"snapshots must be step counts strictly between 0 and config.steps = {config.steps}, "
+                             f"got {k!r}")
+    return sorted(set(snapshots))
+
+
 def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] | None = None,
                  train: Callable[[nn.Module], nn.Module] | None = None, *, objective: Objective | None = None,
-                 data: Any = None, refresh: bool = False, verbose: bool = True) -> Any:
+                 data: Any = None, refresh: bool = False, verbose: bool = True,
+                 snapshots: Sequence[int] = ()) -> Any:
     """Load the model trained with this configuration from the cache, or train it and store the result.
 
     Without ``train``: ``config`` is a :class:`~diffkit.training.TrainConfig`, and ``objective`` and ``data``
@@ -148,6 +161,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
             raise TypeError("cached_model trains with objective= (losses.objective(...)) and data=: pass both, "
                             "or your own train=")
         seed_everything(config.seed)
+    snapshots = _check_snapshots(snapshots, config, managed)
     model = build()
     if not isinstance(model, nn.Module):
         raise TypeError(f"build must return a torch.nn.Module, got {type(model).__name__}")
@@ -176,6 +190,14 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     t0 = time.perf_counter()
     if managed:
         trainer = Trainer(model, objective, data, config)
+        for k in snapshots:
+            trainer.fit(steps=k, progress=verbose)
+            snap_content = _key_content(dataclasses.replace(config, steps=k), objective, data, model)
+            snap_stamp = {"name": name, "seconds": round(time.perf_counter() - t0, 1),
+                          "created": time.strftime("%Y-%m-%d %H:%M:%S"), "key": snap_content}
+            checkpoints.save_model(cache_path(name, snap_content), trainer, extra_metadata=snap_stamp)
+            if verbose:
+                print(f"{name}: snapshot at step {k} stored in the cache")
         trainer.fit(progress=verbose)
         trained = trainer.ema_model
     else:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffkit import checkpoints, coupling, distances, fid, grids, likelihood, losses, models, oracles, paths, samplers
+from diffkit import checkpoints, coupling, distances, fid, flows, grids, likelihood, losses, models, oracles, paths
+from diffkit import samplers
 from diffkit import schedules, targets, training, widgets
 
 X, P = torch.zeros(4, 2), paths.VPPath()
@@ -20,6 +21,47 @@ DATA = oracles.GaussianMixture.from_data(torch.randn(5, 2, generator=torch.Gener
 X64 = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
 TABLES = {
+    "flows": [
+        (lambda: flows.conditional_velocity(X, torch.zeros(4, 3), 0.5, P), ValueError, "x0 must have the shape of x"),
+        (lambda: flows.conditional_velocity(X, X, 0.0, paths.LinearPath()), ValueError,
+         "t must avoid points where sigma_t = 0"),
+        (lambda: flows.marginal_velocity(X, 0.5, NAN, P), ValueError, "data contains NaN"),
+        (lambda: flows.marginal_velocity(X, 0.5, X, P, weights=torch.ones(3)), ValueError,
+         "weights must be 4 non-negative numbers"),
+        (lambda: flows.continuity_residual(lambda z, t: z.sum(1), lambda z, t: z, X, 0.0), ValueError,
+         "t must lie in [2 dt, 1 - 2 dt]"),
+        (lambda: flows.straightness(torch.zeros(3, 4, 2), torch.tensor([0.0, 0.5, 1.0])), ValueError,
+         "ts must be strictly decreasing"),
+        (lambda: flows.coupled_cfm_loss(models.MLP(), torch.zeros(4, 3, 2)), ValueError,
+         "pairs must have shape (B, 2, ...)"),
+        (lambda: flows.gradient_difference(models.MLP(), X, torch.zeros(4), X, X, groups=3), ValueError,
+         "groups must divide the number of draws (4)"),
+        (lambda: flows.logit_normal_pdf(torch.tensor([0.0, 0.5])), ValueError, "t must lie strictly inside (0, 1)"),
+        (lambda: flows.logit_normal_pdf(torch.tensor([0.5]), scale=0.0), ValueError, "scale must be > 0.0"),
+        (lambda: flows.nfe("dpm", 3), ValueError, "solver must be one of"),
+        (lambda: flows.reflow_pairs(models.MLP(), X, steps=0), ValueError, "steps must be an integer >= 1"),
+    ],
+    "grids (noise levels)": [
+        (lambda: grids.log_snr(10, P, t_min=0.5, t_max=0.4), ValueError, "t_min must be below t_max"),
+        (lambda: grids.karras(10, P, rho=-1.0), ValueError, "rho must be > 0"),
+        (lambda: grids.karras(0, P), ValueError, "n_steps must be"),
+        (lambda: grids.log_snr(10, "vp"), TypeError, "path"),
+        (lambda: grids.time_at_log_snr("vp", torch.zeros(2)), TypeError, "path"),
+    ],
+    "samplers (chapter 6)": [
+        (lambda: samplers.adaptive(DATA.as_model(P), X64, grids.uniform(2), P, rtol=-1.0), ValueError,
+         "rtol must be > 0"),
+        (lambda: samplers.adaptive(DATA.as_model(P), X64, grids.uniform(2), P, method="rk45"), ValueError,
+         "method must be one of"),
+        (lambda: samplers.adaptive(DATA.as_model(P), X64, grids.uniform(2), P, t_min=0.0), ValueError,
+         "t_min must be > 0"),
+        (lambda: samplers.recommended(P, 0), ValueError, "nfe must be"),
+        (lambda: samplers.sample(DATA.as_model(P), X64, P, nfe=2.5), ValueError, "nfe must be an integer"),
+        (lambda: samplers.Counted("model"), TypeError, "model must be callable"),
+        (lambda: likelihood.log_likelihood(DATA.as_model(P), X64, P, solver="rk4"), ValueError,
+         "solver must be one of"),
+        (lambda: likelihood.flow_to_prior(DATA.as_model(P), X64, P, atol=0.0), ValueError, "atol must be > 0"),
+    ],
     "distances": [
         (lambda: distances.mmd([[0.0, 0.0]], X), TypeError, "x must be a torch.Tensor"),
         (lambda: distances.mmd(torch.zeros(0, 2), X), ValueError, "must each hold at least 2 samples"),

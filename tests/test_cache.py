@@ -193,3 +193,33 @@ def test_a_cached_model_records_its_objective_whether_trained_or_loaded():
     for _ in range(2):  # a closure of one's own with objective=: the model records that objective
         model = cache.cached_model("toy-plain", {"steps": 1}, _mlp, lambda m: m, objective=objective, verbose=False)
         assert model.diffkit_objective == objective
+
+
+def test_a_snapshot_is_the_shorter_run_and_leaves_the_final_model_unchanged(tmp_path):
+    from diffkit import losses
+    from diffkit.training import TrainConfig
+
+    objective = losses.objective("cfm")
+    long_config, short_config = TrainConfig(steps=9, batch_size=8), TrainConfig(steps=4, batch_size=8)
+    final, info = _cached(objective, _toy, long_config, snapshots=(4,))
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and info.step == 9
+    snap, snap_info = _cached(objective, _toy, short_config)  # loaded: no third file
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and snap_info.step == 4
+    alone, _ = _cached(objective, _toy, short_config, refresh=True)  # 4 steps trained on their own
+    plain, _ = _cached(objective, _toy, long_config, refresh=True)  # 9 steps without the snapshot
+    changed = False
+    for s, a, f, p in zip(*(m.state_dict().values() for m in (snap, alone, final, plain))):
+        assert torch.equal(s, a) and torch.equal(f, p)
+        changed |= not torch.equal(s, f)
+    assert changed  # the snapshot is not the final model
+
+
+def test_snapshots_must_lie_inside_the_run():
+    from diffkit import losses
+    from diffkit.training import TrainConfig
+
+    for bad in [(0,), (9,), (12,), (2.5,), 4]:
+        with pytest.raises((ValueError, TypeError), match="snapshots"):
+            _cached(losses.objective("cfm"), _toy, TrainConfig(steps=9, batch_size=8), snapshots=bad)
+    with pytest.raises(ValueError, match="managed"):
+        cache.cached_model("toy", {"steps": 3}, lambda: nn.Linear(2, 2), _trainer([]), snapshots=(1,))

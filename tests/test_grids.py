@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffkit import grids
+from diffkit import grids, paths
 
 
 @pytest.mark.parametrize("spacing", grids.SPACINGS)
@@ -38,3 +38,58 @@ def test_bad_input():
         grids.ddpm_grid(5, 10, "karras")
     with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         grids.ddpm_grid(0, 10)
+
+
+# --- grids placed by noise level (chapter 6) -----------------------------------------------------------------------
+_PATHS = [paths.VPPath(), paths.SubVPPath(), paths.VEPath(0.01, 10.0), paths.CosinePath(), paths.LinearPath(),
+          paths.DiscretePath.from_schedule("linear", 1000)]
+_IDS = ["vp", "subvp", "ve", "cosine", "linear", "ddpm"]
+
+
+@pytest.mark.parametrize("path", _PATHS, ids=_IDS)
+def test_time_at_log_snr_inverts_the_path(path):
+    ts = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+    back = grids.time_at_log_snr(path, path.log_snr(ts))
+    tol = 1e-9 if not isinstance(path, paths.DiscretePath) else 1e-6  # piecewise in t between training steps
+    torch.testing.assert_close(back, ts, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("path", _PATHS, ids=_IDS)
+def test_log_snr_grid_is_uniform_in_log_snr(path):
+    ts = grids.log_snr(12, path)
+    assert ts.shape == (13,) and ts[0] == 1.0 and ts[-1] == 0.0 and ts[-2] == grids.default_t_min(path)
+    assert (ts[1:] < ts[:-1]).all()
+    lam = path.log_snr(ts[:-1])
+    if not torch.isfinite(lam[0]):  # alpha_1 = 0: the spacing starts at the floor, the grid at t = 1
+        lam = torch.cat([torch.tensor([grids.LOG_SNR_FLOOR], dtype=torch.float64), lam[1:]])
+    steps = lam.diff()
+    torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", _PATHS, ids=_IDS)
+def test_karras_grid_is_uniform_in_the_rho_th_root_of_the_noise_to_signal_ratio(path):
+    rho = 7.0
+    ts = grids.karras(12, path, rho=rho)
+    assert ts.shape == (13,) and ts[0] == 1.0 and ts[-1] == 0.0
+    lam = path.log_snr(ts[:-1])
+    lam[0] = lam[0] if torch.isfinite(lam[0]) else grids.LOG_SNR_FLOOR
+    root = torch.exp(-lam / (2 * rho))  # (sigma / alpha)^(1 / rho)
+    steps = root.diff()
+    torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=1e-9)
+    dense = grids.karras(12, path, rho=1e4)  # rho -> infinity: uniform in log-SNR
+    torch.testing.assert_close(dense, grids.log_snr(12, path), rtol=0, atol=1e-3)
+    assert (ts[1:-2] > grids.log_snr(12, path)[1:-2]).all()  # rho = 7: shorter steps at high noise
+
+
+def test_noise_level_grids_bad_input():
+    path = paths.VPPath()
+    with pytest.raises(ValueError, match="t_min must be below t_max"):
+        grids.log_snr(10, path, t_min=0.5, t_max=0.4)
+    with pytest.raises(ValueError, match="rho"):
+        grids.karras(10, path, rho=0.0)
+    with pytest.raises(ValueError, match="n_steps"):
+        grids.log_snr(0, path)
+    with pytest.raises(TypeError, match="path"):
+        grids.karras(10, "vp")
+    assert grids.default_t_min(paths.DiscretePath.from_schedule("linear", 500)) == 1 / 500
+    torch.testing.assert_close(grids.log_snr(1, path), torch.tensor([1.0, 0.0], dtype=torch.float64))

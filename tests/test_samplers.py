@@ -480,7 +480,8 @@ def test_annealed_langevin_matches_song_and_ermon():
 # --- every sampler forwards what it is given, and its defaults are the documented ones ---------------------------
 _TWO_POINTS = oracles.GaussianMixture(torch.tensor([[1.5, -0.5], [-1.5, 0.5]], dtype=torch.float64), stds=0.0,
                                       labels=torch.tensor([0, 1]))
-_EXACT = {"ddpm", "ddim", "euler", "heun", "rk4", "annealed_langevin", "dpm_solver_pp_2m"}  # land exactly on x0
+_EXACT = {"ddpm", "ddim", "euler", "heun", "rk4", "annealed_langevin", "dpm_solver_pp_2m",
+          "adaptive"}  # land exactly on x0
 
 
 def _setup(name):
@@ -515,7 +516,7 @@ def test_labels_guidance_and_clipping_reach_the_model(name):
 
 _NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "rk4": "RK4",
           "euler_maruyama": "Euler-Maruyama", "predictor_corrector": "Predictor-corrector",
-          "annealed_langevin": "Annealed Langevin", "dpm_solver_pp_2m": "DPM-Solver++(2M)"}
+          "annealed_langevin": "Annealed Langevin", "dpm_solver_pp_2m": "DPM-Solver++(2M)", "adaptive": "adaptive ODE"}
 
 
 @pytest.mark.parametrize("name", list(samplers.SAMPLERS))
@@ -754,3 +755,111 @@ def test_an_oracle_is_sampled_with_the_target_it_was_built_for(target):
     with pytest.raises(ValueError, match=f"target='eps' disagrees with the model, which was trained to predict "
                                          f"'{target}'"):
         samplers.ddim(oracle, x, grids.uniform(20), path, target="eps")
+
+
+# --- what each sampler costs, the adaptive solver, the recommended default (chapter 6) -----------------------------
+def _nfe_formula(name, n, opts):
+    """Model evaluations of each sampler on a grid of n steps that starts where alpha > 0."""
+    return {"ddpm": n, "ddim": n, "euler": n, "dpm_solver_pp_2m": n, "euler_maruyama": n,
+            "heun": 2 * n - 1,  # the step into t = 0 is an Euler step
+            "rk4": 4 * n - 1,  # ... and a 3-stage Ralston step
+            "predictor_corrector": n * (1 + opts.get("n_corrector", 1)),
+            "annealed_langevin": n * opts.get("n_steps_each", 100) + 1}.get(name)  # + the final Tweedie step
+
+
+@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
+def test_every_sampler_reports_its_model_evaluations(name):
+    path, target, opts, _ = _setup(name)
+    opts = {**opts, "n_corrector": 2} if name == "predictor_corrector" else opts
+    ts = grids.uniform(6, t_max=0.9)
+    counted = samplers.Counted(oracles.eight_gaussians().as_model(path, target))
+    x = samplers.prior(path, (16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    traj = samplers.get_sampler(name)(counted, x, ts, path, generator=torch.Generator().manual_seed(1),
+                                      return_trajectory=True, **opts)
+    assert traj.nfe == counted.nfe > 0  # the sampler's own count agrees with a counter outside it
+    expected = _nfe_formula(name, 6, opts)
+    if expected is not None:
+        assert traj.nfe == expected
+    assert counted.diffkit_objective.target == target  # the counter keeps the model's record
+
+
+def test_adaptive_solver_meets_its_tolerance_on_the_exact_flow_map():
+    """Gaussian data, whose probability-flow map is known in closed form: the error falls with the tolerance,
+    and the cost (evaluations) rises; a loose tolerance is visibly worse (the check can fail)."""
+    mu, s, path = torch.tensor([[0.8, -0.4]], dtype=torch.float64), 0.5, paths.VEPath(0.01, 10.0)
+    model = oracles.GaussianMixture(mu, stds=s).as_model(path, "score")
+    one = torch.tensor(1.0, dtype=torch.float64)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * path.sigma(one)
+    exact = mu + s * (x - path.alpha(one) * mu) / (path.alpha(one) ** 2 * s**2 + path.sigma(one) ** 2).sqrt()
+    results = {}
+    for tol in (1e-2, 1e-5, 1e-8):
+        traj = samplers.adaptive(model, x, grids.uniform(1), path, rtol=tol, atol=tol, return_trajectory=True,
+                                 t_min=1e-6)
+        results[tol] = ((traj.samples - exact).abs().max().item(), traj.nfe)
+    (e2, n2), (e5, n5), (e8, n8) = results[1e-2], results[1e-5], results[1e-8]
+    assert e8 < 1e-5 and e5 < 1e-3 < e2, results  # t_min = 1e-6 adds an O(1e-6) error of its own
+    assert n2 < n5 < n8, results
+
+
+def test_adaptive_reports_states_at_the_grid_times():
+    path = paths.VPPath()
+    model = oracles.eight_gaussians().as_model(path, "eps")
+    x = samplers.prior(path, (32, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = torch.tensor([1.0, 0.5, 0.2, 0.0], dtype=torch.float64)
+    whole = samplers.adaptive(model, x, ts, path, rtol=1e-7, atol=1e-7, return_trajectory=True)
+    end_only = samplers.adaptive(model, x, grids.uniform(1), path, rtol=1e-7, atol=1e-7)
+    at_half = samplers.adaptive(model, x, torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), path, rtol=1e-7,
+                                atol=1e-7, return_trajectory=True)
+    assert whole.xs.shape[0] == 4 and whole.ts is ts
+    torch.testing.assert_close(whole.xs[1], at_half.xs[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(whole.samples, end_only, rtol=0, atol=1e-3)  # reporting changes nothing
+    with pytest.raises(ValueError, match="rtol"):
+        samplers.adaptive(model, x, ts, path, rtol=0.0)
+    with pytest.raises(ValueError, match="method"):
+        samplers.adaptive(model, x, ts, path, method="euler")
+
+
+_NARROW = oracles.GaussianMixture(torch.tensor([[0.0, 0.0], [3.0, 0.0]], dtype=torch.float64),
+                                  stds=torch.tensor([0.1, 1.0], dtype=torch.float64),
+                                  weights=torch.tensor([0.9, 0.1], dtype=torch.float64))
+
+
+def narrow_mode_width(x: torch.Tensor) -> float:
+    """The std of the samples within 0.5 of the narrow mode N(0, 0.1^2 I), averaged over the two coordinates
+    (the truth, 0.1, shrinks by a truncation factor of 1 - 1e-5 at 5 standard deviations)."""
+    near = x[x.norm(dim=1) < 0.5]
+    return near.std(0).mean().item()
+
+
+@pytest.mark.parametrize("path", [paths.DiscretePath.from_schedule("linear", 1000), paths.VPPath(),
+                                  paths.SubVPPath(), paths.VEPath(0.01, 10.0), paths.CosinePath(),
+                                  paths.LinearPath()],
+                         ids=["ddpm", "vp", "subvp", "ve", "cosine", "linear"])
+def test_the_recommended_default_keeps_the_narrow_mode_at_20_evaluations(path):
+    """The recommended 20-evaluation default returns the narrow mode within 5% of its width on every path; DDIM on
+    DDPM's trailing grid, the common default, returns about half of it (so this check can fail)."""
+    target = "eps" if float(path.alpha(torch.tensor(1.0, dtype=torch.float64))) > 0 else "x0"
+    model = _NARROW.as_model(path, target)
+    x = samplers.prior(path, (20000, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counted = samplers.Counted(model)
+    out = samplers.sample(counted, x, path)
+    assert counted.nfe == samplers.DEFAULT_NFE == 20
+    width = narrow_mode_width(out)
+    assert abs(width - 0.1) < 0.05 * 0.1, width  # the standard error of width is 0.0004 at ~18,000 points
+    if isinstance(path, paths.DiscretePath):
+        trailing = samplers.ddim(model, x, grids.ddpm_grid(20, 1000), path)
+        assert narrow_mode_width(trailing) < 0.06
+
+
+@pytest.mark.parametrize("data", ["narrow", "ring"])
+def test_the_recommended_default_is_in_the_null_band(data):
+    """At 20 evaluations the default's samples lie within the MMD null band of the true distribution (95% point
+    over 30 true-vs-reference pairs at the same n), on the narrow mixture and on the ring of eight modes."""
+    path = paths.DiscretePath.from_schedule("linear", 1000)
+    mix = _NARROW if data == "narrow" else oracles.eight_gaussians()
+    n = 2000
+    band = distances.null_band(distances.mmd, lambda k, g: mix.sample(k, generator=g), n, cache=False)
+    x = samplers.prior(path, (n, 2), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out = samplers.sample(mix.as_model(path, "eps"), x, path)
+    measured = band.measure(out)
+    assert measured.in_band, str(measured)
