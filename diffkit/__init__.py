@@ -8,8 +8,13 @@ Modules are named after the math they implement:
 * :mod:`diffkit.targets`    — ε / x0 / v / score / velocity conversions (chapter 4)
 * :mod:`diffkit.losses`     — DDPM, denoising score matching, flow matching objectives and weightings (3–7)
 * :mod:`diffkit.coupling`   — minibatch OT pairing (chapter 7)
-* :mod:`diffkit.grids`      — sampling time grids and spacings (chapter 4)
-* :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers, reverse SDE, PC, Langevin, DPM-Solver++ (3–8)
+* :mod:`diffkit.flows`      — conditional/marginal fields, continuity equation, straightness, reflow, logit-normal
+  times (chapter 7)
+* :mod:`diffkit.guidance`   — Bayes' rule on the score, classifier guidance, the tilt that guidance approximates
+  (chapter 8)
+* :mod:`diffkit.grids`      — sampling time grids: DDPM spacings (chapter 4), uniform log-SNR, Karras (chapter 6)
+* :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers (fixed and adaptive), reverse SDE, PC, Langevin,
+  DPM-Solver++, and the recommended default (3–8)
 * :mod:`diffkit.score_matching` — explicit, implicit (Hyvärinen) and denoising score matching (chapter 5)
 * :mod:`diffkit.oracles`    — Gaussian mixtures with exact scores, denoisers and velocities
 * :mod:`diffkit.distances`  — MMD, sliced Wasserstein, energy distance, and their null bands
@@ -32,9 +37,9 @@ Modules are named after the math they implement:
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, gan, grids,
-               likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules, score_matching,
-               stats, targets, training, zoo)
+from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, flows, gan,
+               grids, guidance, likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules,
+               score_matching, stats, targets, training, zoo)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
@@ -42,5 +47,5 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "elbo", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
-    "plotting", "gan", "score_matching", "stats", "zoo",
+    "plotting", "gan", "score_matching", "stats", "zoo", "flows", "guidance",
 ]

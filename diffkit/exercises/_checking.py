@@ -265,5 +265,8 @@ def run_check(exercise: Exercise, fn: Callable) -> Result:
             problems = _order_problem(exercise, fn) or problems
     if problems and not problems[0].startswith("not implemented"):
         name = exercise.name
-        problems = [*problems, f"stuck? exercises.hint({name!r}), then exercises.solution({name!r})"]
+        stuck = f"stuck? exercises.hint({name!r}), then exercises.solution({name!r})"
+        if len(stuck) > 80:  # printed after "  - ": keep the line inside the book's column
+            stuck = stuck.replace(", then ", ",\n    then ")
+        problems = [*problems, stuck]
     return Result(exercise.name, not problems, problems or ["matches the reference on every test case"])

@@ -68,7 +68,7 @@ def _diagnose_hutchinson(fn: Callable) -> list[str]:
             lambda J, z: J.diagonal(dim1=1, dim2=2).sum(-1),
         "that is |J z|^2, the squared length of the Jacobian-vector product: its mean over z is not the trace":
             lambda J, z: (J @ z.unsqueeze(-1)).squeeze(-1).pow(2).sum(-1),
-        "that sums J z without the second z: the product z^T J z has z on both sides":
+        "that sums the entries of J z: the probe appears only once there, and that sum's mean is not the trace":
             lambda J, z: (J @ z.unsqueeze(-1)).squeeze(-1).sum(-1),
         "that is z^T z, the probe's length: the Jacobian belongs between the two z":
             lambda J, z: (z * z).sum(-1),
@@ -90,13 +90,14 @@ EXERCISES = [
              _diagnose_pf_ode_velocity, (
                  "Write the Fokker-Planck equation of the SDE and move its diffusion term inside the divergence: "
                  "the Laplacian of p is the divergence of p times the score.",
-                 "The ODE's velocity is the SDE's drift minus half the squared diffusion times the score; the "
-                 "reverse SDE has the whole g^2 because it adds noise back.",
+                 "Written as a divergence, the diffusion term becomes a drift along the score, proportional to "
+                 "g^2; the ODE keeps the SDE's own drift and takes only part of that one, the reverse SDE all of "
+                 "it because it adds noise back.",
              )),
     Exercise("hutchinson", 6, "Hutchinson's estimate of the trace of each Jacobian (B, D, D) with the probes z "
              "(B, D) of random signs, one value per sample", hutchinson, _diagnose_hutchinson, (
                  "For z with independent entries of mean 0 and variance 1, E[z z^T] is the identity.",
-                 "So the expectation of z^T J z is the trace of J: put the Jacobian between two copies of the "
-                 "probe, one number per sample.",
+                 "So the expectation of a quadratic form in z is the trace of its matrix: form each sample's "
+                 "quadratic form with its own Jacobian and probe, one number per sample.",
              )),
 ]
