@@ -11,36 +11,14 @@ import torch
 from diffkit import guidance, oracles, paths
 from diffkit.exercises import ch08
 from diffkit.exercises._checking import run_check
+from tests.test_exercises import ANSWER_IN_WORDS as _ALL_WORDS
+from tests.test_exercises import SLIPS as _ALL_SLIPS
 
 EXERCISES = {e.name: e for e in ch08.EXERCISES}
 
-# The answer in the words a message might use (the references' own expressions are checked too).
-ANSWER_IN_WORDS = {
-    "cfg_combine": ["uncond + w * (cond - uncond)", "(1 - w) * uncond + w * cond"],
-    "classifier_guided_eps": ["eps - scale * sigma * grad", "eps - w sigma grad"],
-    "tilt_accept": ["exp((w - 1) * log_p_y)", "p(y|x)^(w-1)", "p(y|x)**(w-1)"],
-}
-
-SLIPS = [
-    ("cfg_combine", lambda u, c, w: c + w * (c - u), "other convention"),
-    ("cfg_combine", lambda u, c, w: c + w * (u - c), "predictions are swapped"),
-    ("cfg_combine", lambda u, c, w: u + w * c, "the difference is missing"),
-    ("cfg_combine", lambda u, c, w: w * c, "unconditional prediction is dropped"),
-    ("cfg_combine", lambda u, c, w: (1 - w) * c + w * u, "predictions are swapped"),  # the same slip
-    ("cfg_combine", lambda u, c, w: u + (w - 1) * (c - u), "off by one"),
-    ("cfg_combine", lambda u, c, w: u * 0.5, "values are off"),
-    ("classifier_guided_eps", lambda e, g, s, w: e + w * s * g, "sign is flipped"),
-    ("classifier_guided_eps", lambda e, g, s, w: e - w * s**2 * g, "multiplied by the variance"),
-    ("classifier_guided_eps", lambda e, g, s, w: e - w * g / s, "divided by sigma"),
-    ("classifier_guided_eps", lambda e, g, s, w: e - w * g, "used on the score's scale"),
-    ("classifier_guided_eps", lambda e, g, s, w: e - s * g, "scale is missing"),
-    ("classifier_guided_eps", lambda e, g, s, w: -w * s * g, "own prediction is missing"),
-    ("tilt_accept", lambda lp, w: torch.exp(w * lp), "unconditional p(x)"),
-    ("tilt_accept", lambda lp, w: torch.exp((1 - w) * lp), "wrong sign"),
-    ("tilt_accept", lambda lp, w: (w - 1) * lp, "log of the acceptance"),
-    ("tilt_accept", lambda lp, w: 1 - torch.exp((w - 1) * lp), "probability of rejecting"),
-    ("tilt_accept", lambda lp, w: lp.abs() ** (w - 1), "already a logarithm"),
-]
+# The answer in words and the planted slips live with every other exercise's in tests/test_exercises.py.
+ANSWER_IN_WORDS = {name: words for name, words in _ALL_WORDS.items() if name in EXERCISES}
+SLIPS = [slip for slip in _ALL_SLIPS if slip[0] in EXERCISES]
 
 
 def _normal(text):
