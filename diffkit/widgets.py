@@ -111,12 +111,14 @@ def glue(name: str, value: object) -> None:
     it: ``{glue:text}`name``` in a Markdown cell shows it (numbers: ``{glue:text}`name:.3f```).
 
     The same output as ``myst_nb.glue(name, value, display=False)``, written without importing myst-nb (which
-    Colab lacks).  A ``str`` is stored as is (no quotes), anything else as its plain-text display."""
+    Colab lacks).  A ``str`` is stored as its ``repr``: the book reads a glued text with ``ast.literal_eval``, so an
+    unquoted ``"1,600"`` would show as the tuple ``(1, 600)`` and ``"1e-3"`` as ``0.001``.  Anything else is
+    stored as its plain-text display."""
     from IPython.core.formatters import format_display_data
     from IPython.display import display
 
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be an identifier-like string (it is quoted in Markdown), got {name!r}")
-    bundle, metadata = ({"text/plain": value}, {}) if isinstance(value, str) else format_display_data(value)
+    bundle, metadata = ({"text/plain": repr(value)}, {}) if isinstance(value, str) else format_display_data(value)
     metadata = {**metadata, "scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
     display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)

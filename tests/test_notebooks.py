@@ -78,3 +78,31 @@ def test_code_and_printed_lines_fit_the_column(path):
             long_out += [f"cell {i}: {line[:60]}…" for line in text.splitlines() if len(line) > 90]
     assert not long_code, f"{path.name}: code lines over 88 characters: {long_code}"
     assert not long_out, f"{path.name}: printed lines over 90 characters: {long_out}"
+
+
+def _glued_texts(nb):
+    prefix = "application/papermill.record/text/plain"
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if prefix in out.get("data", {}):
+                yield out.metadata["scrapbook"]["name"], out.data[prefix]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_glued_values_show_in_the_book_as_stored(path):
+    """The book shows a glued text as ``str(ast.literal_eval(text))``: a glued number must be a plain int or float
+    and a glued string must be stored quoted, or "1,600" shows as "(1, 600)" and "np.float64(2.0)" as itself."""
+    import ast
+
+    bad = []
+    for name, text in _glued_texts(nbformat.read(path, as_version=4)):
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            bad.append(f"{name} = {text!r} (not a literal)")
+            continue
+        if isinstance(value, str):
+            continue
+        if type(value) not in (int, float) or str(value) != text:
+            bad.append(f"{name} = {text!r} shows as {str(value)!r}")
+    assert not bad, f"{path.name}: glued values the book would show wrongly: {bad}"

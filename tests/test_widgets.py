@@ -44,11 +44,30 @@ def test_glue_stores_what_myst_nb_reads(monkeypatch):
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw, metadata: shown.append((obj, metadata)))
     widgets.glue("gan_modes", "3 of 8")
     widgets.glue("mmd", 0.0421)
-    assert shown[0] == ({"application/papermill.record/text/plain": "3 of 8"},
+    assert shown[0] == ({"application/papermill.record/text/plain": "'3 of 8'"},
                         {"scrapbook": {"name": "gan_modes", "mime_prefix": "application/papermill.record/"}})
     assert shown[1][0] == {"application/papermill.record/text/plain": "0.0421"}
     with pytest.raises(ValueError, match="name must be an identifier-like string"):
         widgets.glue("two words", 1)
+
+
+@pytest.mark.parametrize("text", ["1,600", "1e-3", "True", "3 of 8", "(a, b)", "it's", 'say "x"', "[1]"])
+def test_glued_text_reads_back_unchanged_in_the_book(monkeypatch, text):
+    """The book shows a glued text as ``str(ast.literal_eval(stored))`` (myst-nb's ``format_plain_text``): a string
+    that is itself a Python literal must come back as typed, not as a tuple, float or bool."""
+    import ast
+
+    import IPython.display
+
+    from diffkit import widgets
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw, metadata: shown.append(obj))
+    widgets.glue("value", text)
+    stored = shown[0]["application/papermill.record/text/plain"]
+    assert str(ast.literal_eval(stored)) == text
+    variables = pytest.importorskip("myst_nb.core.variables")
+    assert variables.format_plain_text(stored, "") == text
 
 
 def test_frame_grid_links_both_sliders_and_places_every_frame_once():
