@@ -35,7 +35,10 @@ from torch import Tensor, nn
 from . import checkpoints
 from .losses import Objective
 
-__all__ = ["cache_dir", "config_key", "cached_model", "cache_path", "fingerprint"]
+__all__ = ["cache_dir", "config_key", "cached_model", "cache_path", "fingerprint", "seconds_saved"]
+
+_LOADED_RUNS: dict[str, float] = {}  # run key -> training seconds its file records, for runs loaded here
+_TRAINED_RUNS: set[str] = set()  # run keys trained in this process
 
 #: Rows a data function is asked for when it is fingerprinted.
 FINGERPRINT_ROWS = 256
@@ -147,6 +150,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     keep (e.g. the EMA weights), which is returned alone; ``objective`` and ``data``, when given, join the key.
     Either way the model records the objective it was trained on (``model.diffkit_objective``: a Trainer's, or
     ``objective=``), stored in the file and restored on load, so that the samplers take its target from it.
+    The file also records how long the training took; :func:`seconds_saved` adds up what loading skipped.
     """
     from .training import TrainConfig, Trainer, seed_everything
 
@@ -179,6 +183,9 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
                     record = meta.get("objective")  # what the model was trained on, for the samplers
                     checkpoints.record_objective(model, Objective.from_dict(record) if record else objective)
                     out = model.eval()
+                run = meta.get("run", _run_id(content))  # a snapshot belongs to the run that stored it
+                if isinstance(meta.get("seconds"), (int, float)):
+                    _LOADED_RUNS[run] = max(_LOADED_RUNS.get(run, 0.0), float(meta["seconds"]))
                 if verbose:
                     print(f"{name}: loaded from the cache (trained in {meta.get('seconds', '?')} s)")
                 return out
@@ -194,7 +201,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
             trainer.fit(steps=k, progress=verbose)
             snap_content = _key_content(dataclasses.replace(config, steps=k), objective, data, model)
             snap_stamp = {"name": name, "seconds": round(time.perf_counter() - t0, 1),
-                          "created": time.strftime("%Y-%m-%d %H:%M:%S"), "key": snap_content}
+                          "created": time.strftime("%Y-%m-%d %H:%M:%S"), "key": snap_content, "run": _run_id(content)}
             checkpoints.save_model(cache_path(name, snap_content), trainer, extra_metadata=snap_stamp)
             if verbose:
                 print(f"{name}: snapshot at step {k} stored in the cache")
@@ -205,6 +212,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
         if not isinstance(trained, nn.Module):
             raise TypeError(f"train must return the trained torch.nn.Module, got {type(trained).__name__}")
     seconds = round(time.perf_counter() - t0, 1)
+    _TRAINED_RUNS.add(_run_id(content))
     stamp = {"name": name, "seconds": seconds, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if managed:
         checkpoints.save_model(path, trainer, extra_metadata={**stamp, "key": content})
@@ -220,3 +228,15 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     if verbose:
         print(f"{name}: trained in {seconds} s, stored in the cache")
     return out
+
+
+def _run_id(content: Any) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def seconds_saved() -> float:
+    """Seconds of training that :func:`cached_model` skipped in this process by loading models instead of
+    training them: the sum of the training times their files record (measured on the machine that trained
+    them), each run once — a snapshot is part of its run, and counts nothing when its run was trained or loaded
+    here too.  A chapter run from the cache adds it to its own time to state what a cold run costs."""
+    return sum(s for run, s in _LOADED_RUNS.items() if run not in _TRAINED_RUNS)

@@ -223,3 +223,37 @@ def test_snapshots_must_lie_inside_the_run():
             _cached(losses.objective("cfm"), _toy, TrainConfig(steps=9, batch_size=8), snapshots=bad)
     with pytest.raises(ValueError, match="managed"):
         cache.cached_model("toy", {"steps": 3}, lambda: nn.Linear(2, 2), _trainer([]), snapshots=(1,))
+
+
+def test_seconds_saved_adds_the_recorded_training_of_each_loaded_run_once(monkeypatch):
+    """A chapter run from the cache states its cold cost as its own time plus what loading skipped: the
+    training times recorded in the files, a snapshot counted with its run, never on top of it."""
+    from diffkit import losses, paths
+    from diffkit.training import TrainConfig
+
+    monkeypatch.setattr(cache, "_LOADED_RUNS", {})
+    monkeypatch.setattr(cache, "_TRAINED_RUNS", set())
+    clock = iter([100.0, 107.5, 200.0, 202.0])  # the two runs train in 7.5 s and 2 s by the cache's clock
+    real_clock = cache.time.perf_counter
+    monkeypatch.setattr(cache.time, "perf_counter", lambda: next(clock))
+    cache.cached_model("toy-timed", {"steps": 1}, _mlp, lambda m: m, verbose=False)
+    cache.cached_model("toy-timed", {"steps": 2}, _mlp, lambda m: m, verbose=False)
+    assert cache.seconds_saved() == 0.0  # both trained in this process
+
+    monkeypatch.setattr(cache, "_TRAINED_RUNS", set())  # a new process: both load
+    for _ in range(2):  # loading one run twice counts it once
+        cache.cached_model("toy-timed", {"steps": 1}, _mlp, lambda m: m, verbose=False)
+    cache.cached_model("toy-timed", {"steps": 2}, _mlp, lambda m: m, verbose=False)
+    assert cache.seconds_saved() == 9.5
+
+    monkeypatch.setattr(cache.time, "perf_counter", real_clock)
+    objective = losses.objective("dsm", path=paths.VEPath(sigma_max=5.0))
+    config = TrainConfig(steps=4, batch_size=8)
+    cache.cached_model("toy-snap", config, _mlp, objective=objective, data=_toy, snapshots=(2,), verbose=False)
+    monkeypatch.setattr(cache, "_LOADED_RUNS", {})
+    monkeypatch.setattr(cache, "_TRAINED_RUNS", set())
+    cache.cached_model("toy-snap", config, _mlp, objective=objective, data=_toy, verbose=False)
+    runs = dict(cache._LOADED_RUNS)
+    cache.cached_model("toy-snap", TrainConfig(steps=2, batch_size=8), _mlp, objective=objective, data=_toy,
+                       verbose=False)  # the snapshot at step 2 of the same run
+    assert len(runs) == 1 and cache._LOADED_RUNS == runs  # counted with its run, not beside it
