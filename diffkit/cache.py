@@ -152,6 +152,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     ``objective=``), stored in the file and restored on load, so that the samplers take its target from it.
     The file also records how long the training took; :func:`seconds_saved` adds up what loading skipped.
     """
+    from . import training
     from .training import TrainConfig, Trainer, seed_everything
 
     if build is None or not callable(build):
@@ -170,6 +171,10 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     if not isinstance(model, nn.Module):
         raise TypeError(f"build must return a torch.nn.Module, got {type(model).__name__}")
     content = _key_content(config, objective, data, model if managed else None)
+    if managed:  # the precision the Trainer will compute in here: a bf16 run is another model than an fp32 one
+        precision = training.precision_used(config)
+        if precision != "fp32":  # (fp32 runs keep the keys they always had)
+            content["precision"] = precision
     path = cache_path(name, content)
     checkpoints.check_writable(path, "the cache file (DIFFKIT_CACHE_DIR)")
     if path.exists() and not refresh:
@@ -200,6 +205,8 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
         for k in snapshots:
             trainer.fit(steps=k, progress=verbose)
             snap_content = _key_content(dataclasses.replace(config, steps=k), objective, data, model)
+            if "precision" in content:
+                snap_content["precision"] = content["precision"]
             snap_stamp = {"name": name, "seconds": round(time.perf_counter() - t0, 1),
                           "created": time.strftime("%Y-%m-%d %H:%M:%S"), "key": snap_content, "run": _run_id(content)}
             checkpoints.save_model(cache_path(name, snap_content), trainer, extra_metadata=snap_stamp)

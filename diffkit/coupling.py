@@ -9,7 +9,6 @@ once.  (Sampling pairs from the OT plan *with replacement* duplicates some pairs
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ._checks import check_finite, check_tensor
@@ -24,6 +23,8 @@ def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
     cost = torch.cdist(x0.detach().flatten(1).double().cpu(), x1.detach().flatten(1).double().cpu()) ** 2
+    from scipy.optimize import linear_sum_assignment  # loaded on first use: import diffkit stays light
+
     rows, cols = linear_sum_assignment(cost.numpy())
     perm = torch.empty(x0.shape[0], dtype=torch.long)
     perm[torch.from_numpy(rows)] = torch.from_numpy(cols)

@@ -46,10 +46,14 @@ from . import checkpoints, losses
 from ._checks import check_number, check_positive_int, param_dtype
 
 __all__ = ["TrainConfig", "Trainer", "EMA", "train", "default_device", "seed_everything", "TrainingDiverged",
-           "LOSS_SIGNATURE", "DATA_SIGNATURE"]
+           "LOSS_SIGNATURE", "DATA_SIGNATURE", "precision_used", "cpu_has_bf16", "MIXED_PRECISIONS"]
 
 LOSS_SIGNATURE = "loss_fn(model, x0, y, generator) -> scalar tensor"
 DATA_SIGNATURE = "data(batch_size, generator) -> (x, y), with y = None for unlabelled data"
+#: The values of :attr:`TrainConfig.mixed_precision`.
+MIXED_PRECISIONS = (False, True, "bf16", "fp16")
+#: Steps between two reads of the loss on an accelerator (each read waits for the device); every step on a CPU.
+LOSS_CHECK_EVERY = 25
 #: Seconds between two progress-bar refreshes when stderr is a log file, not a terminal or a notebook.
 LOG_PROGRESS_INTERVAL = 10.0
 
@@ -80,6 +84,37 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix units (``avx512_bf16`` or ``amx_bf16`` among its flags, Linux).  Without
+    them bf16 autocast was slower than fp32 in every run measured (0.36x at best), although
+    ``torch.backends.mkldnn`` reports bf16 support; with them it can pay (``benchmarks/throughput.py``)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def precision_used(config: TrainConfig, device: str | torch.device | None = None) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: what a :class:`Trainer` with ``config`` computes in on ``device``
+    (default: :func:`default_device`).  Raises a ValueError for a precision the device cannot run."""
+    device = torch.device(device) if device is not None else default_device()
+    mode = config.mixed_precision
+    if mode is False:
+        return "fp32"
+    if mode is True:
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError(f"mixed_precision='fp16' needs CUDA (loss scaling), got device {device}; use 'bf16' on a CPU")
+    if mode == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"mixed_precision='bf16' runs on a CPU or CUDA, got device {device}")
+    if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("mixed_precision='bf16' but this GPU has no bf16 support: use 'fp16' or True")
+    return mode
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (it is also the key of :mod:`diffkit.cache`)."""
@@ -93,7 +128,11 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     seed: int = 0
-    mixed_precision: bool = False  # bf16/fp16 autocast on CUDA only; off by default so every device trains in fp32
+    #: ``False``: fp32 everywhere (the default, the same numbers on every device); ``True``: autocast on CUDA
+    #: (bf16, else fp16), fp32 elsewhere; ``"bf16"``: bf16 autocast on CPU or CUDA (pays on CPUs with bf16 units,
+    #: see :func:`cpu_has_bf16`); ``"fp16"``: fp16 autocast with loss scaling, CUDA only.  The precision a run
+    #: actually uses (:func:`precision_used`) joins the cache key.
+    mixed_precision: bool | str = False
     checkpoint_every: int = 0  # steps; 0 = only at the end (when a checkpoint path is given)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, part of the cache key
 
@@ -109,6 +148,9 @@ class TrainConfig:
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
         if self.grad_clip is not None:
             check_number("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        if self.mixed_precision not in MIXED_PRECISIONS or isinstance(self.mixed_precision, (int, float)) and \
+                not isinstance(self.mixed_precision, bool):
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2) of Adam's decay rates, got {self.betas!r}")
@@ -137,8 +179,9 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, cur in zip(self.model.parameters(), model.parameters()):
-            avg.lerp_(cur.detach(), 1 - d)
+        averages, current = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        if averages:
+            torch._foreach_lerp_(averages, current, 1 - d)  # one fused call, the same values as p.lerp_ per tensor
         for avg, cur in zip(self.model.buffers(), model.buffers()):
             avg.copy_(cur)
         self.updates += 1
@@ -185,9 +228,14 @@ def _batches(data: Data, device: torch.device,
     if x_all.is_floating_point() and not torch.isfinite(x_all).all():
         raise ValueError("data contains NaN or infinite values")
 
+    # Cast and moved once, so that a step indexes tensors already on the device (the indices are drawn on the CPU
+    # generator, so a run draws the same batches on every device).
+    x_dev = _to(x_all, device, dtype)
+    y_dev = y_all.to(device) if y_all is not None else None
+
     def draw(n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        idx = torch.randint(x_all.shape[0], (n,), generator=g)
-        return _to(x_all[idx], device, dtype), (y_all[idx].to(device) if y_all is not None else None)
+        idx = torch.randint(x_all.shape[0], (n,), generator=g).to(device)
+        return x_dev[idx], (y_dev[idx] if y_dev is not None else None)
 
     return draw
 
@@ -282,9 +330,14 @@ class Trainer:
         self.step = 0
         self.losses: list[float] = []
         self.seconds = 0.0
-        use_amp = config.mixed_precision and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        #: ``"fp32"``, ``"bf16"`` or ``"fp16"``: the precision this run computes in (:func:`precision_used`).
+        self.precision = precision_used(config, self.device)
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        #: Steps per read of the loss in :meth:`fit`.  A CPU reads each loss before its update (a loss that is not
+        #: finite stops the run before it touches the weights); an accelerator would wait for the device at every
+        #: read, so there losses are read :data:`LOSS_CHECK_EVERY` at a time (and always before a checkpoint).
+        self.loss_check_every = 1 if self.device.type == "cpu" else LOSS_CHECK_EVERY
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
 
@@ -318,6 +371,14 @@ class Trainer:
         return self.config.lr * min(1.0, (self.step + 1) / warm) if warm else self.config.lr
 
     def train_step(self) -> float:
+        """One optimisation step; returns its loss (read from the device at once)."""
+        loss = self._step(check=True)
+        self.losses.append(loss.item())
+        return self.losses[-1]
+
+    def _step(self, check: bool) -> Tensor:
+        """One optimisation step; returns the loss, detached and unread.  ``check``: read it now and stop before
+        the update if it is not finite (on an accelerator :meth:`fit` reads losses in groups instead)."""
         x, y = self.draw(self.config.batch_size, self.generator)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
@@ -325,11 +386,8 @@ class Trainer:
             loss = self.loss_fn(self.model, x, y, self.generator)
         if not isinstance(loss, Tensor) or loss.ndim != 0:
             raise TypeError("loss_fn must return a scalar tensor")
-        value = loss.item()
-        if not math.isfinite(value):
-            where = f"; the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
-            raise TrainingDiverged(f"the loss became {value} at step {self.step + 1}: stopped instead of training on "
-                                   f"garbage (try a lower lr, grad_clip, or check the data){where}")
+        if check:
+            self._check_finite([loss.item()], self.step)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -345,8 +403,16 @@ class Trainer:
             self.optimizer.step()
         self.ema.update(self.model)
         self.step += 1
-        self.losses.append(value)
-        return value
+        return loss.detach()
+
+    def _check_finite(self, values: list[float], first_step: int) -> None:
+        """Raise :class:`TrainingDiverged` at the first value that is not finite (the loss of step
+        ``first_step + i + 1``)."""
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                where = f"; the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
+                raise TrainingDiverged(f"the loss became {value} at step {first_step + i + 1}: stopped instead of "
+                                       f"training on garbage (try a lower lr, grad_clip, or check the data){where}")
 
     def fit(self, steps: int | None = None, *, max_seconds: float | None = None, progress: bool = True) -> list[float]:
         """Train until ``steps`` (default ``config.steps``) steps are done in total, or until ``max_seconds`` of
@@ -369,17 +435,33 @@ class Trainer:
             torch.set_rng_state(self._rng_torch)
             self._fitting = True
             try:
+                group = self.loss_check_every
+                pending: list[Tensor] = []
+                every = self.config.checkpoint_every
                 while self.step < target:
                     if timed and time.perf_counter() - t0 >= max_seconds:
                         break
-                    value = self.train_step()
-                    smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-                    if self.step % 10 == 0 or self.step == target:
+                    pending.append(self._step(check=group == 1))
+                    save = self.checkpoint_path is not None and every and self.step % every == 0
+                    if len(pending) < group and self.step < target and not save:
+                        continue
+                    values = torch.stack(pending).float().tolist() if group > 1 else [pending[0].item()]
+                    self._check_finite(values, self.step - len(values))  # before a checkpoint can store them
+                    pending.clear()
+                    self.losses.extend(values)
+                    for value in values:
+                        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+                    if self.step % 10 < len(values) or self.step == target:
                         bar.set_postfix_str(self._status(smooth, timed), refresh=False)
-                    bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n if timed else 1)
-                    every = self.config.checkpoint_every
-                    if self.checkpoint_path is not None and every and self.step % every == 0:
+                    bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n if timed else len(values))
+                    if save:
                         self.save_checkpoint(self.checkpoint_path)
+                if pending:  # the time budget ran out between two reads
+                    values = torch.stack(pending).float().tolist()
+                    self._check_finite(values, self.step - len(values))
+                    self.losses.extend(values)
+                    for value in values:
+                        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
                 if timed:
                     bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n)
                 if smooth is not None:
