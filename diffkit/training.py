@@ -405,10 +405,12 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
-    def _check_finite(self, values: list[float], first_step: int) -> None:
+    def _check_finite(self, values: list[float], first_step: int, record: bool = False) -> None:
         """Raise :class:`TrainingDiverged` at the first value that is not finite (the loss of step
-        ``first_step + i + 1``)."""
+        ``first_step + i + 1``); ``record``: append the values before it to :attr:`losses`, and all if none is."""
         for i, value in enumerate(values):
+            if record and math.isfinite(value):
+                self.losses.append(value)
             if not math.isfinite(value):
                 where = f"; the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
                 raise TrainingDiverged(f"the loss became {value} at step {first_step + i + 1}: stopped instead of "
@@ -446,9 +448,8 @@ class Trainer:
                     if len(pending) < group and self.step < target and not save:
                         continue
                     values = torch.stack(pending).float().tolist() if group > 1 else [pending[0].item()]
-                    self._check_finite(values, self.step - len(values))  # before a checkpoint can store them
+                    self._check_finite(values, self.step - len(values), record=True)  # before a checkpoint
                     pending.clear()
-                    self.losses.extend(values)
                     for value in values:
                         smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
                     if self.step % 10 < len(values) or self.step == target:
@@ -458,8 +459,7 @@ class Trainer:
                         self.save_checkpoint(self.checkpoint_path)
                 if pending:  # the time budget ran out between two reads
                     values = torch.stack(pending).float().tolist()
-                    self._check_finite(values, self.step - len(values))
-                    self.losses.extend(values)
+                    self._check_finite(values, self.step - len(values), record=True)
                     for value in values:
                         smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
                 if timed:
