@@ -71,7 +71,12 @@ def mnist_classifier(*, verbose: bool = True, progress: bool = True) -> MnistCla
     """The course's MNIST classifier: trained once on the MNIST training split, then loaded from the cache."""
     images, labels = data.mnist_tensors("train", verbose=verbose)
     cfg = dict(CLASSIFIER_TRAINING)
-    config = {"training": cfg, "data": {"n": len(labels), "fingerprint": _fingerprint(images, labels)}}
+    config = {"training": cfg, "init": "seeded", "data": {"n": len(labels), "fingerprint": _fingerprint(images, labels)}}
+
+    def build() -> MnistClassifier:  # the initial weights are part of the run, whatever ran before
+        with torch.random.fork_rng(devices=[]):  # (the caller's random state is left as it was)
+            torch.manual_seed(cfg["seed"])
+            return MnistClassifier()
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor | None, g: torch.Generator) -> Tensor:
         return F.cross_entropy(model(_random_shift(x, cfg["max_shift"], g)), y)
@@ -81,7 +86,7 @@ def mnist_classifier(*, verbose: bool = True, progress: bool = True) -> MnistCla
                                   weight_decay=cfg["weight_decay"], seed=cfg["seed"], ema_decay=0.99)
         return training.train(model, loss_fn, (images, labels), tc, progress=progress).cpu()
 
-    return cache.cached_model("mnist-classifier", config, MnistClassifier, train, verbose=verbose)
+    return cache.cached_model("mnist-classifier", config, build, train, verbose=verbose)
 
 
 @torch.no_grad()

@@ -39,3 +39,20 @@ def test_bad_input(classifier):
         evaluation.features(classifier, torch.zeros(4, 1, 8, 8))
     with pytest.raises(ValueError, match=r"labels must be a tensor of shape \(4,\)"):
         evaluation.class_accuracy(classifier, torch.zeros(4, 1, 28, 28), torch.zeros(3, dtype=torch.long))
+
+
+def test_the_classifier_starts_from_the_same_weights_whatever_ran_before(monkeypatch):
+    """The FID network is one network on every machine and in every chapter: its initial weights come from its
+    own seed, not from the global random state of the notebook that first asks for it (which they once did)."""
+    from diffkit import cache
+
+    builds = []
+    monkeypatch.setattr(cache, "cached_model", lambda name, config, build, train, verbose: builds.append(build))
+    evaluation.mnist_classifier(verbose=False)
+    torch.manual_seed(123)
+    first = builds[0]()
+    torch.manual_seed(456)
+    before = torch.get_rng_state()
+    second = builds[0]()
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random state is untouched
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
