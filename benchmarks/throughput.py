@@ -156,8 +156,8 @@ def overhead_table(device: torch.device, rounds: int, round_seconds: float) -> N
     for name, (build, batch) in book_models().items():
         trainer = _trainer(build, batch, device, False)
 
-        def fit_chunk(trainer: training.Trainer = trainer) -> None:  # the Trainer's own loop, 20 steps a call
-            trainer.fit(steps=trainer.step + 20, progress=False)
+        def fit_chunk(trainer: training.Trainer = trainer) -> None:  # the Trainer's own loop, 5 steps a call
+            trainer.fit(steps=trainer.step + 5, progress=False)
 
         model = build().to(device)
         ema = copy.deepcopy(model).requires_grad_(False)
@@ -168,11 +168,11 @@ def overhead_table(device: torch.device, rounds: int, round_seconds: float) -> N
                          batch, torch.Generator().manual_seed(0), trainer.config.grad_clip, trainer.config.ema_decay)
 
         def bare_chunk() -> None:
-            for _ in range(20):
+            for _ in range(5):
                 step()
 
         times = compare({"bare": bare_chunk, "trainer": fit_chunk}, device, rounds, round_seconds)
-        print(f"{name:32s} {batch:5d} {20 * batch / times['bare']:10.0f} {20 * batch / times['trainer']:8.0f} "
+        print(f"{name:32s} {batch:5d} {5 * batch / times['bare']:10.0f} {5 * batch / times['trainer']:8.0f} "
               f"{times['trainer'] / times['bare'] - 1:+9.1%}")
 
 
