@@ -193,7 +193,8 @@ class _DiffusersDiT(nn.Module):
 
 
 class _DiffusersUNet(nn.Module):
-    """diffusers' ``UNet2DModel`` called as a diffkit model, ``model(x, t)``."""
+    """diffusers' ``UNet2DModel`` called as a diffkit model, ``model(x, t)``; like diffkit's U-Net it has
+    self-attention in its middle block, and at the levels ``attention_at`` marks."""
 
     def __init__(self, channels: tuple[int, ...], attention_at: tuple[bool, ...], groups: int):
         super().__init__()
@@ -203,7 +204,7 @@ class _DiffusersUNet(nn.Module):
         up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_at))
         self.net = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=channels,
                                down_block_types=down, up_block_types=up, layers_per_block=1, norm_num_groups=groups,
-                               attention_head_dim=channels[-1] // 4, add_attention=any(attention_at))
+                               attention_head_dim=channels[-1] // 4, add_attention=True)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, t * 1000, return_dict=False)[0]
