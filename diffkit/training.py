@@ -1,4 +1,4 @@
-"""Training loop: AdamW, EMA weights, gradient clipping, mixed precision (bf16 on a CPU, or CUDA), resumable checkpoints.
+"""Training loop: AdamW, EMA weights, gradient clipping, bf16 or mixed precision (CPU or CUDA), resumable checkpoints.
 
 Every chapter trains through :class:`Trainer` (chapters 3–13)::
 
