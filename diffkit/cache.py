@@ -152,8 +152,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     ``objective=``), stored in the file and restored on load, so that the samplers take its target from it.
     The file also records how long the training took; :func:`seconds_saved` adds up what loading skipped.
     """
-    from . import training
-    from .training import TrainConfig, Trainer, seed_everything
+    from .training import TrainConfig, Trainer, precision_used, seed_everything
 
     if build is None or not callable(build):
         raise TypeError("build must be a function build() -> nn.Module")
@@ -172,7 +171,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
         raise TypeError(f"build must return a torch.nn.Module, got {type(model).__name__}")
     content = _key_content(config, objective, data, model if managed else None)
     if managed:  # the precision the Trainer will compute in here: a bf16 run is another model than an fp32 one
-        precision = training.precision_used(config)
+        precision = precision_used(config)
         if precision != "fp32":  # (fp32 runs keep the keys they always had)
             content["precision"] = precision
     path = cache_path(name, content)

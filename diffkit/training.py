@@ -148,8 +148,7 @@ class TrainConfig:
         check_number("ema_decay", self.ema_decay, low=0.0, high=1.0)
         if self.grad_clip is not None:
             check_number("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        if self.mixed_precision not in MIXED_PRECISIONS or isinstance(self.mixed_precision, (int, float)) and \
-                not isinstance(self.mixed_precision, bool):
+        if not (isinstance(self.mixed_precision, bool) or self.mixed_precision in ("bf16", "fp16")):
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
@@ -440,6 +439,16 @@ class Trainer:
                 group = self.loss_check_every
                 pending: list[Tensor] = []
                 every = self.config.checkpoint_every
+
+                def flush() -> int:  # read the pending losses, stop at one that is not finite, record the rest
+                    nonlocal smooth
+                    values = torch.stack(pending).float().tolist()
+                    self._check_finite(values, self.step - len(values), record=True)
+                    pending.clear()
+                    for value in values:
+                        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+                    return len(values)
+
                 while self.step < target:
                     if timed and time.perf_counter() - t0 >= max_seconds:
                         break
@@ -447,21 +456,14 @@ class Trainer:
                     save = self.checkpoint_path is not None and every and self.step % every == 0
                     if len(pending) < group and self.step < target and not save:
                         continue
-                    values = torch.stack(pending).float().tolist() if group > 1 else [pending[0].item()]
-                    self._check_finite(values, self.step - len(values), record=True)  # before a checkpoint
-                    pending.clear()
-                    for value in values:
-                        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-                    if self.step % 10 < len(values) or self.step == target:
+                    n = flush()  # before a checkpoint can store a bad step
+                    if self.step % 10 < n or self.step == target:
                         bar.set_postfix_str(self._status(smooth, timed), refresh=False)
-                    bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n if timed else len(values))
+                    bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n if timed else n)
                     if save:
                         self.save_checkpoint(self.checkpoint_path)
                 if pending:  # the time budget ran out between two reads
-                    values = torch.stack(pending).float().tolist()
-                    self._check_finite(values, self.step - len(values), record=True)
-                    for value in values:
-                        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+                    flush()
                 if timed:
                     bar.update(min(time.perf_counter() - t0, max_seconds) - bar.n)
                 if smooth is not None:
