@@ -12,6 +12,10 @@ Modules are named after the math they implement:
   times (chapter 7)
 * :mod:`diffkit.guidance`   — Bayes' rule on the score, classifier guidance, the tilt that guidance approximates
   (chapter 8)
+* :mod:`diffkit.distillation` — few-step generation: progressive distillation's target and loss, reflow
+  with an x0 target, a student fine-tuned from its teacher (chapter 12)
+* :mod:`diffkit.autoencoder` — latent diffusion's KL-regularised autoencoder, its loss, the latent scale
+  factor (chapter 11)
 * :mod:`diffkit.grids`      — sampling time grids: DDPM spacings (chapter 4), uniform log-SNR, Karras (chapter 6)
 * :mod:`diffkit.samplers`   — DDPM, DDIM, ODE solvers (fixed and adaptive), reverse SDE, PC, Langevin,
   DPM-Solver++, and the recommended default (3–8)
@@ -25,6 +29,9 @@ Modules are named after the math they implement:
 * :mod:`diffkit.elbo`       — the DDPM variational bound term by term, bits/dim of pixels (chapter 3)
 * :mod:`diffkit.likelihood` — exact log-likelihood / bits per dim through the probability-flow ODE (ch. 6, 13)
 * :mod:`diffkit.fid`        — numerically stable Fréchet distance (ch. 13)
+* :mod:`diffkit.fid_bias`   — FID's small-sample bias: by sample size, predicted, extrapolated (ch. 13)
+* :mod:`diffkit.manifold`   — k-NN precision, recall, density and coverage (ch. 13)
+* :mod:`diffkit.memorization` — nearest-neighbour distances to the training set, the memoriser's likelihood (ch. 13)
 * :mod:`diffkit.training`   — the training loop: AdamW, EMA, clipping, mixed precision, resumable checkpoints
 * :mod:`diffkit.checkpoints` — atomic safetensors checkpoints; a trained model saved and loaded in one call
 * :mod:`diffkit.cache`      — trained models cached by their full configuration (objective and data included)
@@ -32,14 +39,17 @@ Modules are named after the math they implement:
 * :mod:`diffkit.exercises`  — auto-checked exercises with specific feedback
 * :mod:`diffkit.budgets`    — quick vs full compute budgets (``diffkit.budget(full=..., quick=...)``)
 * :mod:`diffkit.stats`      — Monte-Carlo checks stated in standard errors
+* :mod:`diffkit.unified`  — every framework as one Gaussian path, the map of targets, one model under any
+  sampler, tests for common mistakes (chapter 14)
 * :mod:`diffkit.zoo`        — the course's trained models, shared across chapters and cached
 
 Time convention: t ∈ [0, 1], t = 0 is data, t = 1 is noise (see :mod:`diffkit.paths`).
 """
 
-from . import (budgets, cache, checkpoints, coupling, data, distances, elbo, evaluation, exercises, fid, flows, gan,
-               grids, guidance, likelihood, losses, models, oracles, paths, plotting, recipes, samplers, schedules,
-               score_matching, stats, targets, training, zoo)
+from . import (autoencoder, budgets, cache, checkpoints, coupling, data, distances, distillation, elbo, evaluation, exercises,
+               fid, fid_bias, flows, gan, grids, guidance, likelihood, losses, manifold, memorization, models,
+               oracles, paths, plotting, recipes, samplers, schedules, score_matching, stats, targets, training,
+               unified, zoo)
 from .budgets import budget, is_quick, mode
 
 __version__ = "0.1.0"
@@ -47,5 +57,6 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "budget", "is_quick", "mode", "budgets", "coupling", "distances", "elbo", "grids", "losses", "oracles", "paths", "samplers",
     "schedules", "targets", "training", "checkpoints", "cache", "fid", "likelihood", "exercises", "models", "data", "evaluation", "recipes",
-    "plotting", "gan", "score_matching", "stats", "zoo", "flows", "guidance",
+    "plotting", "gan", "score_matching", "stats", "zoo", "flows", "guidance", "fid_bias", "manifold", "memorization", "unified",
+    "distillation", "autoencoder",
 ]

@@ -179,7 +179,7 @@ def cfm_loss(model: Model, x0: Tensor, *, sigma_min: float = 0.0, path: Gaussian
 
 @torch.no_grad()
 def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | list[float], *, target: str = "eps",
-                  y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+                  y: Tensor | None = None, generator: torch.Generator | None = None, batch_size: int = 250) -> Tensor:
     r"""The denoising error by noise level, on the common :math:`x_0` scale (chapters 4 and 10):
     :math:`\mathrm{MSE}(t) = \mathbb E\,\lVert\hat x_0(x_t, t) - x_0\rVert^2 / d` for each ``t`` in ``ts``, with
     :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon` and :math:`\hat x_0` recovered from the model's ``target``
@@ -191,9 +191,11 @@ def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | lis
     attains the minimum (Gaussian data :math:`\mathcal N(m, s^2 I)`:
     :math:`s^2\sigma_t^2/(\alpha_t^2 s^2 + \sigma_t^2)`), and predicting the data mean scores the data's variance
     at every :math:`t` — a model above that line at high noise has not learned the coarse structure yet.
-    Every ``t`` uses the same noise draws.  Returns (len(ts),) float64.
+    Every ``t`` uses the same noise draws; the model sees ``batch_size`` images at a time (the result does not
+    depend on it beyond rounding).  Returns (len(ts),) float64.
     """
     check_tensor("x0", x0, min_ndim=2)
+    check_positive_int("batch_size", batch_size)
     check_path(path)
     check_choice("target", target, TARGETS)
     ts = torch.as_tensor(ts, dtype=torch.float64)
@@ -206,7 +208,10 @@ def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | lis
     for t in ts.tolist():
         t_b = torch.full((x0.shape[0],), t, dtype=x0.dtype, device=x0.device)
         x_t = path.sample(x0, t_b, eps).x_t
-        x0_hat, _ = to_x0_eps(_predict(model, x_t, t_b, y), target, x_t, t_b, path)
+        pred = torch.cat([_predict(model, x_t[i:i + batch_size], t_b[i:i + batch_size],
+                                   None if y is None else y[i:i + batch_size])
+                          for i in range(0, x0.shape[0], batch_size)])  # in batches: large ones run slower per image
+        x0_hat, _ = to_x0_eps(pred, target, x_t, t_b, path)
         out.append(((x0_hat - x0) ** 2).double().mean())
     return torch.stack(out).cpu()
 

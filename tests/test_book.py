@@ -130,3 +130,25 @@ def test_gpu_workflow_runs_every_notebook_in_full_mode():
     assert any("--nbval-lax" in s and "notebooks" in s for s in steps)
     assert not any("DIFFKIT_QUICK" in s for s in steps), "the GPU workflow runs the full budgets"
     assert any("gpu" in str(job.get("runs-on", "")).lower() for job in wf["jobs"].values())
+
+
+def _stored_cold_minutes(path):
+    """The cold-cache minutes a chapter's last cell glued, or (chapters that cache nothing) its stored run time."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == "cold_minutes":
+                return float(out["data"]["application/papermill.record/text/plain"])
+    return nb.metadata["diffkit"]["seconds"] / 60
+
+
+def test_front_page_lists_every_chapter_with_the_cost_its_notebook_measured():
+    rows = re.findall(r"^\| (\d+) \| \{doc\}`[^<`]*<\.\./notebooks/([\w]+)>` \|[^|]*\| ([^|]*) \|$",
+                      (ROOT / "book" / "intro.md").read_text(), flags=re.M)
+    listed = {name: cost.strip() for _, name, cost in rows}
+    assert set(listed) == {p.stem for p in NOTEBOOKS}, "book/intro.md must list every chapter in notebooks/"
+    for path in NOTEBOOKS:
+        minutes = _stored_cold_minutes(path)
+        expected = "< 1 min" if minutes < 1 else f"{round(minutes)} min"
+        assert listed[path.stem] == expected, (
+            f"{path.name}: the front page says {listed[path.stem]}, the notebook measured {minutes:.1f} min")

@@ -4,11 +4,14 @@ never prints the answer), hints are graded, and a notebook shows solutions colla
 import ast
 import html
 import json
+import math
 import re
 from pathlib import Path
 
+import einops
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from diffkit import exercises
@@ -129,6 +132,21 @@ ANSWER_IN_WORDS = {
     "cfg_combine": ["uncond + w * (cond - uncond)", "(1 - w) * uncond + w * cond"],
     "classifier_guided_eps": ["eps - scale * sigma * grad", "eps - w sigma grad"],
     "tilt_accept": ["exp((w - 1) * log_p_y)", "p(y|x)^(w-1)", "p(y|x)**(w-1)"],
+    "patchify": ["permute(0, 2, 4, 3, 5, 1)", "b c (h p1) (w p2) -> b (h w) (p1 p2 c)"],
+    "multihead_attention": ["/ d**0.5", "reshape(b, a.shape[1], heads, d).transpose(1, 2)"],
+    "sincos_1d": ["cat([cos(angles), sin(angles)]", "10000 ** (-i / (dim / 2))"],
+    "kl_to_prior": ["mean**2 + var - 1 - logvar", "mu^2 + sigma^2 - 1 - log sigma^2"],
+    "reparameterize": ["mean + exp(0.5 * logvar) * eps", "exp(logvar / 2)", "mu + sigma * eps"],
+    "latent_scale_factor": ["1 / z.std()", "1.0 / std(z)", "one over the standard deviation"],
+    "frechet_diag": ["(sqrt(var1) - sqrt(var2))^2", "(var1.sqrt() - var2.sqrt()) ** 2"],
+    "knn_radius": ["fill_diagonal_(float('inf'))", "kthvalue(k, dim=1)"],
+    "dequantized_bits": ["log_pz + dim * log(width)", "+ log2(levels)"],
+    "score_from_x0": ["(alpha x0 - x_t) / sigma^2", "(alpha * x0_hat - x_t) / sigma**2"],
+    "to_flow_time": ["x_t / (alpha + sigma)", "sigma / (alpha + sigma)"],
+    "velocity_from_x0": ["d_alpha * x0_hat + d_sigma * eps_hat", "d_alpha x0 + d_sigma eps"],
+    "ddim_x0_step": ["alpha_s * x0_hat + sigma_s * eps_hat", "alpha_s x0 + sigma_s / sigma_t (x_t - alpha_t x0)"],
+    "progressive_target": ["(x_s - ratio * x_t) / (alpha_s - ratio * alpha_t)",
+                           "(x_s - r x_t) / (alpha_s - r alpha_t)"],
 }
 
 
@@ -342,7 +360,106 @@ SLIPS = [
      ** 2).sum(-1).mean(0), "equal weights"),
     ("straightness", lambda xs, ts: ((ts[:-1] - ts[1:])[:, None] * ((xs[:-1] - xs[1:] - xs[0] + xs[-1]) ** 2)
      .sum(-1)).sum(0), "displacement divided by the step's length"),
+    ("patchify", lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]), "values are off"),
+    ("patchify", lambda x, p: einops.rearrange(x, "b c (h p1) (w p2) -> b (w h) (p1 p2 c)", p1=p, p2=p),
+     "column-major"),
+    ("patchify", lambda x, p: einops.rearrange(x, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p),
+     "channel should vary fastest"),
+    ("patchify", lambda x, p: einops.rearrange(x, "b c (h p1) (w p2) -> b (h w) (p2 p1 c)", p1=p, p2=p),
+     "column by column"),
+    ("patchify", lambda x, p: einops.rearrange(x, "b c (p1 h) (p2 w) -> b (h w) (p1 p2 c)", p1=p, p2=p),
+     "pixels p apart"),
+    ("patchify", lambda x, p: einops.rearrange(x, "b c (h p1) (w p2) -> b (p1 p2 c) (h w)", p1=p, p2=p),
+     "should have shape (B, N, p*p*C)"),
+    ("multihead_attention", lambda q, k, v, h: _mha(q, k, v, h, q.shape[-1]), "full width D"),
+    ("multihead_attention", lambda q, k, v, h: _mha(q, k, v, h, 1), "not scaled"),
+    ("multihead_attention", lambda q, k, v, h: _mha(q, k, v, h, (q.shape[-1] // h) ** 2), "head's width itself"),
+    ("multihead_attention", lambda q, k, v, h: einops.rearrange(F.scaled_dot_product_attention(
+        *(einops.rearrange(a, "b n (d h) -> b h n d", h=h) for a in (q, k, v))), "b h n d -> b n (d h)"),
+     "interleaved columns"),
+    ("multihead_attention", lambda q, k, v, h: F.scaled_dot_product_attention(q, k, v), "one head"),
+    ("multihead_attention", lambda q, k, v, h: _mha(q, k, v, h, 2.0), "values are off"),
+    ("sincos_1d", lambda p, d: _sincos(p, d, lambda i, h: -i / h, "sin_cos"), "sines come first"),
+    ("sincos_1d", lambda p, d: _sincos(p, d, lambda i, h: -i / h, "interleaved"), "interleaved"),
+    ("sincos_1d", lambda p, d: _sincos(p, d, lambda i, h: -i / (2 * h)), "half the range"),
+    ("sincos_1d", lambda p, d: _sincos(p, d, lambda i, h: i / h), "grow instead of shrink"),
+    ("sincos_1d", lambda p, d: _sincos(p, d, lambda i, h: -i / h)[:, : d // 2], "should have shape (N, dim)"),
+    ("kl_to_prior", lambda m, lv: (0.5 * (m**2 + (0.5 * lv).exp() - 1 - lv)).sum(-1), "standard deviation stands"),
+    ("kl_to_prior", lambda m, lv: (0.5 * (m**2 + (2 * lv).exp() - 1 - 2 * lv)).sum(-1), "read as log sigma"),
+    ("kl_to_prior", lambda m, lv: (m**2 + lv.exp() - 1 - lv).sum(-1), "factor 1/2"),
+    ("kl_to_prior", lambda m, lv: (0.5 * (m**2 + lv.exp() - lv)).sum(-1), "-1 per dimension"),
+    ("kl_to_prior", lambda m, lv: (0.5 * (m**2 + lv.exp() - 1 - lv)).mean(-1), "averaged"),
+    ("kl_to_prior", lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv), "one KL per row"),
+    ("reparameterize", lambda m, lv, e: m + lv.exp() * e, "scaled by the variance"),
+    ("reparameterize", lambda m, lv, e: m + lv * e, "logvar itself"),
+    ("reparameterize", lambda m, lv, e: m + (-0.5 * lv).exp() * e, "1/sigma"),
+    ("reparameterize", lambda m, lv, e: m + e, "not scaled at all"),
+    ("reparameterize", lambda m, lv, e: (0.5 * lv).exp() * e, "mean is missing"),
+    ("latent_scale_factor", lambda z: z.std(), "standard deviation itself"),
+    ("latent_scale_factor", lambda z: 1.0 / z.var(), "one over the variance"),
+    ("latent_scale_factor", lambda z: 1.0 / z.square().mean().sqrt(), "root mean square"),
+    ("latent_scale_factor", lambda z: 1.0 / z.transpose(0, 1).flatten(1).std(1).mean(), "channels"),
+    ("latent_scale_factor", lambda z: 1.0 / z.flatten(1).std(1), "return one number"),
+    ("frechet_diag", lambda m1, v1, m2, v2: ((m1 - m2) ** 2 + (v1 - v2) ** 2).sum(-1), "variances where"),
+    ("frechet_diag", lambda m1, v1, m2, v2: ((v1.sqrt() - v2.sqrt()) ** 2).sum(-1), "means are missing"),
+    ("frechet_diag", lambda m1, v1, m2, v2: ((m1 - m2) ** 2).sum(-1), "covariance part is missing"),
+    ("frechet_diag", lambda m1, v1, m2, v2: ((m1 - m2) ** 2 + v1 + v2 + 2 * (v1 * v2).sqrt()).sum(-1),
+     "wrong sign"),
+    ("frechet_diag", lambda m1, v1, m2, v2: ((m1 - m2) ** 2 + (v1.sqrt() - v2.sqrt()) ** 2), "should have shape"),
+    ("knn_radius", lambda x, k: torch.cdist(x, x).kthvalue(k, dim=1).values, "its own nearest neighbour"),
+    ("knn_radius", lambda x, k: torch.cdist(x, x).fill_diagonal_(float("inf")).kthvalue(k + 1, dim=1).values,
+     "one neighbour too far"),
+    ("knn_radius", lambda x, k: torch.cdist(x, x).fill_diagonal_(float("inf")).kthvalue(k, dim=1).values ** 2,
+     "squared distances"),
+    ("knn_radius", lambda x, k: torch.cdist(x, x).mean(1), "values are off"),
+    ("dequantized_bits", lambda lp, d, L, w: -lp / (d * math.log(2)) + math.log2(L), "change of variables"),
+    ("dequantized_bits", lambda lp, d, L, w: -(lp - d * math.log(w)) / (d * math.log(2)) + math.log2(L),
+     "Jacobian has the wrong sign"),
+    ("dequantized_bits", lambda lp, d, L, w: -(lp + d * math.log(w)) / d + math.log2(L), "nats, not bits"),
+    ("dequantized_bits", lambda lp, d, L, w: -(lp + d * math.log(w)) / (d * math.log(2)), "bin width"),
+    ("dequantized_bits", lambda lp, d, L, w: -(lp + d * math.log(w)) / math.log(2) + d * math.log2(L),
+     "per image"),
+    ("score_from_x0", lambda x, x0, a, s: (a * x0 - x) / s, "divided by the standard deviation"),
+    ("score_from_x0", lambda x, x0, a, s: (x - a * x0) / s, "noise prediction"),
+    ("score_from_x0", lambda x, x0, a, s: (x - a * x0) / s**2, "sign is flipped"),
+    ("score_from_x0", lambda x, x0, a, s: (x0 - x) / s**2, "x0_hat is not scaled"),
+    ("score_from_x0", lambda x, x0, a, s: (x0 - x / a) / s**2, "rescaled point"),
+    ("to_flow_time", lambda x, a, s: (x, s / (a + s)), "not rescaled"),
+    ("to_flow_time", lambda x, a, s: (x / (a + s), s), "time is sigma itself"),
+    ("to_flow_time", lambda x, a, s: (x / (a + s), a / (a + s)), "wrong way"),
+    ("to_flow_time", lambda x, a, s: (x / a, s / a), "DDIM's coordinates"),
+    ("to_flow_time", lambda x, a, s: (x / (a**2 + s**2).sqrt(), s / (a**2 + s**2).sqrt()), "variance-preserving"),
+    ("velocity_from_x0", lambda x, x0, a, s, da, ds: da * x0 + ds * x, "in place of the noise"),
+    ("velocity_from_x0", lambda x, x0, a, s, da, ds: ds * x0 + da * (x - a * x0) / s, "derivatives are swapped"),
+    ("velocity_from_x0", lambda x, x0, a, s, da, ds: -(da * x0 + ds * (x - a * x0) / s), "sign is flipped"),
+    ("velocity_from_x0", lambda x, x0, a, s, da, ds: da * x0 + ds * (x - a * x0) / s**2, "divided by the variance"),
+    ("velocity_from_x0", lambda x, x0, a, s, da, ds: x + 0 * da * ds, "x_t itself"),
+    ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + ss * (x - at * x0), "not divided by sigma_t"),
+    ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + st / ss * (x - at * x0), "are swapped"),
+    ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + ss / st * (x - x0), "not scaled by alpha_t"),
+    ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + ss / st * x, "whole of x_t"),
+    ("ddim_x0_step", lambda x, x0, at, st, as_, ss: x0 + ss / st * (x - at * x0), "not rescaled"),
+    ("progressive_target", lambda x, xs, at, st, as_, ss: xs, "landing point itself"),
+    ("progressive_target", lambda x, xs, at, st, as_, ss: xs / as_, "is ignored"),
+    ("progressive_target", lambda x, xs, at, st, as_, ss: (xs - st / ss * x) / (as_ - st / ss * at), "upside down"),
+    ("progressive_target", lambda x, xs, at, st, as_, ss: (xs - ss / st * x) / as_, "misses a term"),
+    ("progressive_target", lambda x, xs, at, st, as_, ss: (xs + ss / st * x) / (as_ + ss / st * at), "sign is flipped"),
 ]
+
+
+def _mha(q, k, v, heads, variance):  # heads as diffkit splits them, scores divided by sqrt(variance)
+    split = [einops.rearrange(a, "b n (h d) -> b h n d", h=heads) for a in (q, k, v)]
+    weights = torch.softmax(split[0] @ split[1].transpose(-2, -1) / variance**0.5, dim=-1)
+    return einops.rearrange(weights @ split[2], "b h n d -> b n (h d)")
+
+
+def _sincos(pos, dim, exponent, order="cos_sin"):  # the 1-D features with a planted slip, written independently
+    half = dim // 2
+    angles = torch.outer(pos.double(), 10_000.0 ** exponent(torch.arange(half, dtype=torch.float64), half))
+    pairs = (angles.sin(), angles.cos()) if order == "sin_cos" else (angles.cos(), angles.sin())
+    if order == "interleaved":
+        return torch.stack(pairs, dim=-1).reshape(len(pos), dim)
+    return torch.cat(pairs, dim=-1)
 
 
 def _logit_normal(t, loc, scale):  # the normal density of logit t (no change of variables)

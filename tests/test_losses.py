@@ -182,6 +182,20 @@ def test_denoising_mse_is_the_loss_on_the_x0_scale(target):
         torch.testing.assert_close(mse, (loss / k).reshape(1), rtol=1e-9, atol=0)
 
 
+def test_denoising_mse_in_batches_is_the_mse_in_one_batch_with_each_label_on_its_image():
+    """The model sees the images a batch at a time; each batch must get its own labels and times."""
+    path = paths.DiscretePath.from_schedule("linear", 1000)
+    x0 = torch.randn(103, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(103) % 10
+    model = lambda x, t, y: 0.5 * x + 0.1 * y[:, None, None, None] * t[:, None, None, None]  # noqa: E731
+    runs = [losses.denoising_mse(model, x0, path, [0.2, 0.7], target="x0", y=y, batch_size=b,
+                                 generator=torch.Generator().manual_seed(1)) for b in (1000, 10, 1)]
+    for run in runs[1:]:
+        torch.testing.assert_close(run, runs[0], rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        losses.denoising_mse(model, x0, path, [0.2], target="x0", y=y, batch_size=0)
+
+
 def test_time_distributions():
     g = torch.Generator().manual_seed(0)
     t = losses.sample_t(100_000, paths.LinearPath(), t_dist="logit_normal", generator=g, dtype=torch.float64)
