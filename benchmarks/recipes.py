@@ -1,6 +1,6 @@
-"""Train the three recipes of chapter 10 on MNIST for the same CPU budget; print FID and class accuracy.
+"""Train the recipes of chapter 10 on MNIST for the same CPU budget; print FID and class accuracy.
 
-    .venv/bin/python benchmarks/recipes.py                       # 15 minutes per recipe, all three
+    .venv/bin/python benchmarks/recipes.py                       # 15 minutes per recipe, all four
     .venv/bin/python benchmarks/recipes.py --recipes flux --minutes 15 --guidance 1 3
 
 FID (in the course classifier's feature space, see diffkit.evaluation) is measured between 1,000 guided,
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from diffkit import data, evaluation, losses, recipes, training  # noqa: E402
+from diffkit import data, evaluation, recipes, training  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -38,28 +38,6 @@ def save_grid(images: torch.Tensor, path: Path, per_row: int = 10) -> None:
     grid = rows.permute(0, 2, 1, 3).reshape(rows.shape[0] * 28, per_row * 28)
     path.parent.mkdir(exist_ok=True)
     plt.imsave(path, ((grid + 1) / 2).clamp(0, 1).numpy(), cmap="gray")
-
-
-SNRS = (100.0, 10.0, 1.0, 0.1, 0.01, 0.001)
-
-
-def t_at_snr(path, snr: float) -> float:
-    """The time at which ``path`` has signal-to-noise ratio ``snr`` (bisection; the SNR falls with t)."""
-    lo, hi = 1e-6, 1.0 - 1e-9
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if float(path.snr(torch.tensor(mid, dtype=torch.float64))) > snr else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def error_by_snr(recipe: recipes.Recipe, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor) -> list[tuple]:
-    """(SNR, x0-MSE with the label, x0-MSE with the null label) for each SNR in SNRS."""
-    model.eval()
-    ts = [t_at_snr(recipe.path, snr) for snr in SNRS]
-    kw = dict(target=recipe.target, generator=torch.Generator().manual_seed(2))
-    cond = losses.denoising_mse(model, x0, recipe.path, ts, y=y, **kw)
-    uncond = losses.denoising_mse(model, x0, recipe.path, ts, y=torch.full_like(y, recipes.NUM_CLASSES), **kw)
-    return list(zip(SNRS, cond.tolist(), uncond.tolist()))
 
 
 def main() -> None:
@@ -90,10 +68,10 @@ def main() -> None:
             print(f"  {name}: {trainer.seconds_used / 60:4.1f} min, step {trainer.step}, "
                   f"loss {sum(recent) / len(recent):.4f}", flush=True)
         trainer.seconds = trainer.seconds_used
-        losses = trainer.losses
+        history = trainer.losses
         print(f"{name}: {trainer.step} steps in {trainer.seconds:.0f} s ({trainer.step / trainer.seconds:.2f} steps/s), "
-              f"loss {sum(losses[:50]) / min(50, len(losses)):.4f} (first 50 steps) -> "
-              f"{sum(losses[-200:]) / min(200, len(losses)):.4f} (last 200)")
+              f"loss {sum(history[:50]) / min(50, len(history)):.4f} (first 50 steps) -> "
+              f"{sum(history[-200:]) / min(200, len(history)):.4f} (last 200)")
         for w in args.guidance:
             t0 = time.perf_counter()
             samples = recipes.generate(recipe, trainer.ema_model, asked, n_steps=args.steps, guidance=w,
@@ -107,7 +85,8 @@ def main() -> None:
             rows.append((recipe.title, trainer.step, trainer.seconds, args.steps, w, fid, acc, secs))
             print(f"  guidance {w:g}: FID {fid:.2f}, class accuracy {acc:.3f}, sampling {secs:.0f} s")
         with torch.no_grad():
-            errors[name] = error_by_snr(recipe, trainer.ema_model.cpu(), test_images[:500], test_labels[:500])
+            label, null = recipes.error_by_snr(recipe, trainer.ema_model.cpu(), test_images[:500], test_labels[:500])
+            errors[name] = list(zip(recipes.SNRS, label.tolist(), null.tolist()))
     print(f"\n{'recipe':50s} {'steps':>6s} {'train s':>8s} {'NFE':>4s} {'w':>4s} {'FID':>7s} {'acc':>6s} {'sample s':>8s}")
     for title, steps, tsec, nfe, w, fid, acc, ssec in rows:
         print(f"{title:50s} {steps:6d} {tsec:8.0f} {nfe:4d} {w:4g} {fid:7.2f} {acc:6.3f} {ssec:8.0f}")
@@ -115,7 +94,7 @@ def main() -> None:
     print(f"\ndenoising error E|x0_hat - x0|^2 / d by SNR, with the label / with the null label "
           f"(predicting the mean digit scores {variance:.3f})")
     print(f"{'SNR':>8s} " + " ".join(f"{name:>17s}" for name in errors))
-    for i, snr in enumerate(SNRS):
+    for i, snr in enumerate(recipes.SNRS):
         print(f"{snr:8g} " + " ".join(f"{e[i][1]:8.4f}/{e[i][2]:8.4f}" for e in errors.values()))
 
 

@@ -70,7 +70,7 @@ def book_models() -> dict[str, tuple[Callable[[], nn.Module], int]]:
         "DiT p4 d128 L4 (ch. 8-10)": (recipes.get_recipe("dit").build_model, 128),
         "DiT p2 d128 L4": (lambda: models.DiT(patch_size=2, hidden=128, depth=4, heads=4, num_classes=10), 128),
         "U-Net 16-32 (ch. 3-7)": (lambda: models.UNet(**ch3["unet"]), ch3["config"].batch_size),
-        "U-Net 32-64-64 attn 7 (ch. 10)": (recipes.get_recipe("sd1").build_model, 128),
+        "U-Net 16-32-32 attn 7 (ch. 10)": (recipes.get_recipe("sd1").build_model, 128),
     }
 
 

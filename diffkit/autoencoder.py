@@ -1,7 +1,7 @@
 r"""Latent diffusion's autoencoder (chapter 11): a small KL-regularised autoencoder, its loss, latent scaling.
 
 * :func:`gaussian_kl` — the closed form :math:`\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2)\,\|\,\mathcal N(0, I))
-  = \tfrac12\sum_j(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)` (chapter 11's ``eq-gauss-kl``).
+  = \tfrac12\sum_j(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)` (chapter 11's ``eq-kl-prior``).
 * :func:`reparameterize` — :math:`z = \mu + \sigma\odot\varepsilon`, :math:`\varepsilon\sim\mathcal N(0, I)`.
 * :class:`KLAutoencoder` — convolutional encoder :math:`x \mapsto (\mu, \log\sigma^2)` on a :math:`H/4\times W/4`
   grid and a decoder back to pixels, as in latent diffusion (Rombach et al., 2022), at MNIST size.
@@ -31,7 +31,7 @@ def _check_pair(mean: Tensor, logvar: Tensor) -> None:
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
-    r"""KL(N(mean, diag exp(logvar)) || N(0, I)) for each row (chapter 11, ``eq-gauss-kl``):
+    r"""KL(N(mean, diag exp(logvar)) || N(0, I)) for each row (chapter 11, ``eq-kl-prior``):
     :math:`\tfrac12\sum_j(\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)`, summed over every dimension but the first.
 
     ``mean`` and ``logvar`` have the same shape (B, ...); returns (B,).  ``logvar`` is :math:`\log\sigma^2`, the log

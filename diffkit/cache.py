@@ -150,7 +150,8 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
     keep (e.g. the EMA weights), which is returned alone; ``objective`` and ``data``, when given, join the key.
     Either way the model records the objective it was trained on (``model.diffkit_objective``: a Trainer's, or
     ``objective=``), stored in the file and restored on load, so that the samplers take its target from it.
-    The file also records how long the training took; :func:`seconds_saved` adds up what loading skipped.
+    The file also records how long the training took, set on the returned model as ``diffkit_train_seconds``;
+    :func:`seconds_saved` adds up what loading skipped.
     """
     from .training import TrainConfig, Trainer, precision_used, seed_everything
 
@@ -190,6 +191,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
                 run = meta.get("run", _run_id(content))  # a snapshot belongs to the run that stored it
                 if isinstance(meta.get("seconds"), (int, float)):
                     _LOADED_RUNS[run] = max(_LOADED_RUNS.get(run, 0.0), float(meta["seconds"]))
+                    model.diffkit_train_seconds = float(meta["seconds"])
                 if verbose:
                     print(f"{name}: loaded from the cache (trained in {meta.get('seconds', '?')} s)")
                 return out
@@ -219,6 +221,7 @@ def cached_model(name: str, config: Any = None, build: Callable[[], nn.Module] |
             raise TypeError(f"train must return the trained torch.nn.Module, got {type(trained).__name__}")
     seconds = round(time.perf_counter() - t0, 1)
     _TRAINED_RUNS.add(_run_id(content))
+    model.diffkit_train_seconds = trained.diffkit_train_seconds = seconds
     stamp = {"name": name, "seconds": seconds, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if managed:
         checkpoints.save_model(path, trainer, extra_metadata={**stamp, "key": content})

@@ -21,7 +21,8 @@ from . import cache, data, training
 from ._checks import check_tensor
 from .fid import frechet_distance_from_features
 
-__all__ = ["MnistClassifier", "mnist_classifier", "features", "class_accuracy", "mnist_fid", "CLASSIFIER_TRAINING"]
+__all__ = ["MnistClassifier", "mnist_classifier", "features", "class_accuracy", "mnist_fid", "fid_floor",
+           "CLASSIFIER_TRAINING"]
 
 #: The classifier's training budget: fixed (not quick/full) so that FIDs are comparable across modes.
 CLASSIFIER_TRAINING = {"steps": 800, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "max_shift": 2, "seed": 0}
@@ -115,3 +116,27 @@ def class_accuracy(classifier: MnistClassifier, images: Tensor, labels: Tensor, 
 def mnist_fid(classifier: MnistClassifier, images_a: Tensor, images_b: Tensor) -> float:
     """FID between two sets of MNIST-like images in the classifier's feature space."""
     return frechet_distance_from_features(features(classifier, images_a), features(classifier, images_b)).item()
+
+
+def fid_floor(classifier: MnistClassifier, digits: Tensor, labels: Tensor, real: Tensor, n_per_class: int, *,
+              sets: int = 5) -> tuple[float, float]:
+    """What a perfect model scores: FID of real ``digits`` against ``real`` (held-out digits, ``10 * n_per_class``
+    of them), over ``sets`` disjoint class-balanced sets of ``n_per_class`` digits of each class.  Returns the mean
+    and its standard error — FID's bias at this sample size, and the noise any difference between models must beat
+    (chapters 10, 11 and 13)."""
+    check_tensor("digits", digits, ndim=4)
+    if not isinstance(labels, Tensor) or labels.shape != (digits.shape[0],):
+        raise ValueError(f"labels must be the {digits.shape[0]} labels of digits, shape ({digits.shape[0]},)")
+    if not isinstance(sets, int) or sets < 2:
+        raise ValueError(f"sets must be an integer >= 2 (a standard error needs two), got {sets!r}")
+    fewest = int(torch.bincount(labels, minlength=10).min())
+    if sets * n_per_class > fewest:
+        raise ValueError(f"n_per_class: {sets} disjoint sets of {n_per_class} digits per class need "
+                         f"{sets * n_per_class} of each class; digits has {fewest} of its rarest class")
+    fids = []
+    for k in range(sets):
+        part = slice(k * n_per_class, (k + 1) * n_per_class)
+        pool = torch.cat([digits[labels == c][part] for c in range(10)])
+        fids.append(mnist_fid(classifier, pool, real))
+    values = torch.tensor(fids, dtype=torch.float64)
+    return values.mean().item(), (values.std() / sets**0.5).item()

@@ -1,35 +1,41 @@
-r"""The three real-world recipes of chapter 10, each a choice on the course's three axes (framework ×
-architecture × sampler), trained on the same data with the same budget.
+r"""The real-world recipes of chapter 10, each a choice on the course's three axes (framework × architecture ×
+sampler), trained on the same data for the same number of steps.
 
-=====================  =============================  ==============================  =====================
-recipe                 training framework             architecture                    sampler
-=====================  =============================  ==============================  =====================
-``"sd1"``              DDPM, ε-prediction, linear β   U-Net (class-conditional)       DDIM (trailing)
-``"dit"``              DDPM, ε-prediction, linear β   DiT-adaLN-Zero, patch 4         DDIM (trailing)
-``"flux"``             rectified flow, logit-normal t DiT-adaLN-Zero, patch 4         Euler on the flow ODE
-=====================  =============================  ==============================  =====================
+==============  ==================================  ========================  ===================================
+recipe          training framework                  architecture              sampler
+==============  ==================================  ========================  ===================================
+``"sd1"``       DDPM, ε-prediction, linear β        U-Net (class-conditional) DDIM (trailing), x̂0 clipped
+``"dit-eps"``   DDPM, ε-prediction, linear β        DiT-adaLN-Zero, patch 4   DDIM (trailing), x̂0 clipped
+``"dit"``       DDPM, x0-prediction, linear β       DiT-adaLN-Zero, patch 4   DDIM (trailing), x̂0 clipped
+``"flux"``      rectified flow, x0-prediction,      DiT-adaLN-Zero, patch 4   Euler on the flow ODE (x̂0 turned
+                logit-normal t                                                into the velocity)
+==============  ==================================  ========================  ===================================
 
-All three are class-conditional with label dropout 0.1 and sample with classifier-free guidance.  The two DDPM
-recipes clip :math:`\hat x_0` to [-1, 1] while sampling, as DDPM does in pixel space (``clip_x0=1``; the latent
-systems they are named after do not clip).
-(``"sd1"`` is "SD 1.x style", ``"dit"`` "DiT paper style", ``"flux"`` "Flux / SD3 style": same axes as those
-systems, scaled down to 28×28 MNIST on a CPU.)
+All are class-conditional with label dropout 0.1 and sample with classifier-free guidance.  ``"sd1"`` is "SD 1.x
+style" and ``"flux"`` "Flux / SD3 style": the same axes as those systems, scaled down to 28×28 MNIST on a CPU.
+``"dit-eps"`` is the DiT paper's recipe as published (ε-prediction, without its learned variance); ``"dit"`` is
+the book's fix, which changes only what the network predicts.  The DDPM recipes clip :math:`\hat x_0` to
+[-1, 1] while sampling, as DDPM does in pixel space (``clip_x0=1``; the latent systems they are named after do
+not clip).
 
-**Why they differ at a CPU budget** (``benchmarks/recipes.py`` prints the evidence: FID, class accuracy and the
-denoising error by SNR of each trained model, :func:`diffkit.losses.denoising_mse`).  On the common :math:`x_0`
-scale the ε-loss is :math:`\mathrm{SNR}(t)\,\lVert\hat x_0 - x_0\rVert^2`, so at SNR 0.01 an :math:`x_0` error as
-large as the data's whole variance costs the ε-loss less than the error it already makes at low noise; the
-velocity loss on the linear path weighs the same error by :math:`1/t^2 \ge 1`, and logit-normal :math:`t`
-trains mostly at mid SNR.  Within a few thousand steps the ε recipes therefore stay poor where the digit's shape
-and class are decided (low SNR), and :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` magnifies what
-error they have by :math:`1/\alpha_t` (about 150 at the first step of the linear schedule): without
-:math:`\hat x_0` clipping, some samples never leave the noise.
+**Why the target matters for a patch-4 transformer** (chapter 10 shows it; ``benchmarks/recipes.py`` prints the
+evidence).  A DiT token sees one 4×4 patch and must output 16 numbers.  Asked for ε, those numbers are the
+noise, which lies off the data manifold and has all 16 degrees of freedom; asked for :math:`x_0`, they are a
+clean patch, which lies near a low-dimensional set.  On the common :math:`x_0` scale the ε-loss is
+:math:`\mathrm{SNR}(t)\,\lVert\hat x_0 - x_0\rVert^2`, so it hardly rewards getting the coarse shape and the
+class right at low SNR, where they are decided; and :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t`
+magnifies what ε error remains by :math:`1/\alpha_t`.  At a few thousand steps the ε-DiT ignores the label; the
+x0-DiT does not (Li & He, 2025, "Back to Basics: Let Denoising Generative Models Denoise").  A U-Net, whose
+convolutions see overlapping neighbourhoods at several scales, learns ε well.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +46,11 @@ from ._checks import check_choice, check_positive_int
 from .models import DiT, UNet
 from .paths import DiscretePath, GaussianPath, LinearPath
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "generate"]
+__all__ = ["Recipe", "RECIPES", "get_recipe", "generate", "train_config", "error_by_snr", "Scorecard", "score",
+           "cached_scorecard", "SNRS", "CACHE_NAMES", "Comparison"]
 
 NUM_CLASSES = 10
+SNRS = (100.0, 10.0, 1.0, 0.1, 0.01, 0.001)  # where chapter 10 compares denoising errors
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,17 @@ class Recipe:
     spacing: str | None = None  # DDPM grids: "trailing" etc.; None = uniform in t
     clip_x0: float | None = None  # sampling clamps x0_hat to [-c, c] (DDPM's clip_denoised), None = no clipping
 
+    @property
+    def objective(self) -> losses.Objective:
+        """The training objective, as :func:`diffkit.cache.cached_model` keys it (``"ddpm"`` on a discrete path:
+        chapter 8's DiT is the ``"dit"`` recipe's model, loaded from the same cache file)."""
+        if self.path.discrete:
+            return losses.objective("ddpm", path=self.path, target=self.target)
+        return losses.objective("diffusion", path=self.path, target=self.target, t_dist=self.t_dist)
+
     def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None, generator: torch.Generator) -> Tensor:
         """The recipe's training loss (signature of :class:`diffkit.training.Trainer`'s ``loss_fn``)."""
-        return losses.diffusion_loss(model, x0, self.path, target=self.target, y=y, t_dist=self.t_dist,
-                                     generator=generator)
+        return self.objective(model, x0, y, generator=generator)
 
     def grid(self, n_steps: int) -> Tensor:
         if self.spacing is not None:
@@ -77,17 +92,20 @@ def _dit() -> nn.Module:
 
 
 def _unet() -> nn.Module:
-    return UNet(in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(7,),
-                image_size=28, num_classes=NUM_CLASSES, label_dropout=0.1)
+    return UNet(in_channels=1, base_channels=UNET_BASE, channel_mults=(1, 2, 2), num_res_blocks=1,
+                attention_resolutions=(7,), image_size=28, num_classes=NUM_CLASSES, label_dropout=0.1)
 
 
+UNET_BASE = 16  # 0.39 s per training step at batch 128 on 2 cores; width 32 took 1.18 s
 _DDPM = DiscretePath.from_schedule("linear", 1000)
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("sd1", "DDPM + U-Net + DDIM (SD 1.x style)", _unet, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing",
            clip_x0=1.0),
-    Recipe("dit", "DDPM + DiT + DDIM (DiT paper style)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4, "trailing",
-           clip_x0=1.0),
-    Recipe("flux", "rectified flow + DiT + Euler (Flux / SD3 style)", _dit, LinearPath(), "velocity", "logit_normal",
+    Recipe("dit-eps", "DDPM + DiT + DDIM, ε (DiT paper as published)", _dit, _DDPM, "eps", "uniform", "ddim", 5e-4,
+           "trailing", clip_x0=1.0),
+    Recipe("dit", "DDPM + DiT + DDIM, x0 (DiT paper style)", _dit, _DDPM, "x0", "uniform", "ddim", 5e-4,
+           "trailing", clip_x0=1.0),
+    Recipe("flux", "rectified flow + DiT + Euler, x0 (Flux / SD3 style)", _dit, LinearPath(), "x0", "logit_normal",
            "euler", 5e-4),
 ]}
 
@@ -95,6 +113,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 def get_recipe(name: str) -> Recipe:
     check_choice("name", name, RECIPES)
     return RECIPES[name]
+
+
+def train_config(steps: int):
+    """The book's training settings for every recipe (chapter 8's DiT run): batch 128, Adam at the recipe's
+    learning rate 5e-4, EMA 0.995, for ``steps`` steps."""
+    from .training import TrainConfig
+
+    check_positive_int("steps", steps)
+    return TrainConfig(steps=steps, batch_size=128, lr=5e-4, ema_decay=0.995)
 
 
 @torch.no_grad()
@@ -117,3 +144,160 @@ def generate(recipe: Recipe, model: nn.Module, labels: Tensor, *, n_steps: int =
         out.append(sample(model, x, ts, recipe.path, target=recipe.target, y=y.to(device), guidance=guidance,
                           null_label=NUM_CLASSES, generator=generator, clip_x0=recipe.clip_x0).clamp(-1, 1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def error_by_snr(recipe: Recipe, model: nn.Module, x0: Tensor, y: Tensor, snrs: tuple[float, ...] = SNRS, *,
+                 seed: int = 2) -> tuple[Tensor, Tensor]:
+    r"""The denoising error :math:`\mathbb E\lVert\hat x_0 - x_0\rVert^2/d` of a trained recipe at each
+    signal-to-noise ratio in ``snrs`` (:func:`diffkit.losses.denoising_mse`), with the true labels ``y`` and with
+    the null label.  Indexed by the SNR, not by :math:`t`: recipes use different paths, and the best possible error
+    depends on the path only through the SNR (:math:`x_t/\alpha_t = x_0 + \varepsilon/\sqrt{\mathrm{SNR}}`).
+    Returns ``(with the label, with the null label)``, each (len(snrs),) float64."""
+    ts = grids.time_at_log_snr(recipe.path, torch.log(torch.tensor(snrs, dtype=torch.float64)))
+    if isinstance(model, nn.Module):
+        model.eval()
+    out = []
+    for labels in (y, torch.full_like(y, NUM_CLASSES)):
+        out.append(losses.denoising_mse(model, x0, recipe.path, ts, target=recipe.target, y=labels,
+                                        generator=torch.Generator().manual_seed(seed)))
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """One row of chapter 10's table: a trained recipe's guided samples, scored by the course's classifier."""
+
+    recipe: str
+    steps: int  # training steps
+    train_seconds: float  # as recorded when the model was trained
+    nfe: int  # network evaluations per sample: 2 per sampling step with guidance
+    guidance: float
+    n: int  # samples scored, the same number of each digit
+    accuracy: float  # share of samples the classifier puts in the asked class
+    accuracy_se: float  # binomial standard error of ``accuracy``
+    fid: float  # against as many held-out digits, in the classifier's feature space
+    sample_seconds: float  # wall time to draw the n samples
+    grid: Tensor  # three rows of ten, (30, 1, 28, 28): row i holds the i-th sample of digits 0 ... 9
+    snrs: Tensor  # where the denoising error was measured, (K,)
+    mse_label: Tensor  # x0 error per pixel with the true label, (K,) (error_by_snr, on the held-out digits)
+    mse_null: Tensor  # the same with the null label
+
+    @property
+    def title(self) -> str:
+        return get_recipe(self.recipe).title
+
+
+def score(recipe: Recipe, model: nn.Module, classifier: nn.Module, real: Tensor, real_labels: Tensor, *,
+          steps: int, train_seconds: float, n_per_class: int = 50, n_steps: int = 30, guidance: float = 3.0,
+          seed: int = 8, progress: bool = False) -> Scorecard:
+    """Draw ``n_per_class`` guided samples of each digit with the recipe's sampler (same seed for every recipe),
+    and score them: class accuracy and FID against ``real`` (held-out digits, as many as samples); and the
+    model's denoising error by SNR on ``real`` with its labels ``real_labels`` (:func:`error_by_snr`)."""
+    from .evaluation import class_accuracy, mnist_fid
+
+    check_positive_int("n_per_class", n_per_class)
+    asked = torch.arange(NUM_CLASSES).repeat_interleave(n_per_class)
+    if not isinstance(real, Tensor) or real.shape[0] != len(asked):
+        raise ValueError(f"real must hold {len(asked)} held-out digits (as many as samples), "
+                         f"got {tuple(getattr(real, 'shape', ()))}")
+    if not isinstance(real_labels, Tensor) or real_labels.shape != (real.shape[0],):
+        raise ValueError(f"real_labels must be the {real.shape[0]} labels of real, shape ({real.shape[0]},)")
+    start = time.perf_counter()
+    images = generate(recipe, model, asked, n_steps=n_steps, guidance=guidance, progress=progress,
+                      generator=torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    acc = class_accuracy(classifier, images, asked)
+    n = len(asked)
+    pick = torch.cat([torch.arange(NUM_CLASSES) * n_per_class + i for i in range(min(3, n_per_class))])
+    return Scorecard(recipe.name, steps, float(train_seconds), n_steps * (2 if guidance != 1.0 else 1), guidance,
+                     n, acc, math.sqrt(max(acc * (1 - acc), 1 / n) / n), mnist_fid(classifier, images, real),
+                     seconds, images[pick].clone(), torch.tensor(SNRS, dtype=torch.float64),
+                     *error_by_snr(recipe, model, real, real_labels))
+
+
+_TENSOR_FIELDS = ("grid", "snrs", "mse_label", "mse_null")
+
+
+def _scorecard_path(recipe: Recipe, steps: int, settings: dict) -> Path:
+    from .cache import cache_dir, config_key
+
+    key = config_key(f"scorecard-{recipe.name}", {"train": asdict(train_config(steps)), "score": settings})
+    return cache_dir() / "scorecards" / f"{recipe.name}-{key[:20]}.safetensors"
+
+
+def cached_scorecard(recipe: Recipe, steps: int, compute: Callable[[], Scorecard] | None = None, *,
+                     n_per_class: int = 50, n_steps: int = 30, guidance: float = 3.0, seed: int = 8) -> Scorecard:
+    """The scorecard of ``recipe`` trained ``steps`` steps with :func:`train_config` and scored with these
+    settings: read from the cache, or made by ``compute()`` and stored there.  Without ``compute``, a missing
+    scorecard is an error that says which notebook makes it — chapter 10 trains each recipe in its own notebook
+    and sets the rows side by side in the last one."""
+    from . import checkpoints
+
+    settings = {"n_per_class": n_per_class, "n_steps": n_steps, "guidance": guidance, "seed": seed}
+    path = _scorecard_path(recipe, steps, settings)
+    if path.exists():
+        tensors, meta = checkpoints.load(path)
+        fields = {k: v for k, v in meta.items() if k in Scorecard.__dataclass_fields__}
+        return Scorecard(**fields, **{k: tensors[k] for k in _TENSOR_FIELDS})
+    if compute is None:
+        raise FileNotFoundError(
+            f"no scorecard for recipe {recipe.name!r} at {steps:,} steps with {settings} in {path.parent}: run the "
+            f"chapter 10 notebook that trains this recipe first")
+    card = compute()
+    if not isinstance(card, Scorecard) or card.recipe != recipe.name or card.steps != steps:
+        raise ValueError(f"compute must return the Scorecard of recipe {recipe.name!r} at {steps} steps")
+    meta = {k: v for k, v in asdict(card).items() if k not in _TENSOR_FIELDS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoints.save(path, {k: getattr(card, k).contiguous() for k in _TENSOR_FIELDS}, meta)
+    return card
+
+
+#: Where each recipe's model lives in the cache: chapter 10 trains three, chapter 8 trained the x0-DiT.
+CACHE_NAMES = {"sd1": "ch10-sd1", "dit-eps": "ch10-dit-eps", "dit": "ch08-mnist-dit", "flux": "ch10-flux"}
+
+
+@dataclass
+class Comparison:
+    """Chapter 10's common ground: the training digits and their labels, the budget in steps, the scoring
+    classifier, the held-out digits ``real`` (``n_per_class`` of each digit, labels ``real_labels``) and the
+    guidance scale.  :meth:`model` trains a recipe on it (or loads it from the cache), :meth:`scorecard` scores it
+    (or reads the stored scorecard, which is how the last notebook sets rows trained elsewhere side by side)."""
+
+    digits: Tensor
+    labels: Tensor
+    steps: int
+    classifier: nn.Module
+    real: Tensor
+    real_labels: Tensor
+    n_per_class: int
+    guidance: float = 3.0
+    _models: dict = field(default_factory=dict, repr=False)
+
+    def model(self, name: str) -> nn.Module:
+        """Recipe ``name`` trained :func:`train_config` ``(steps)`` on the digits: from the cache, or trained and
+        stored there (its training time is ``model.diffkit_train_seconds``)."""
+        from .cache import cached_model
+
+        recipe = get_recipe(name)
+        if name not in self._models:
+            self._models[name], _ = cached_model(CACHE_NAMES[name], train_config(self.steps), recipe.build_model,
+                                                 objective=recipe.objective, data=(self.digits, self.labels),
+                                                 verbose=False)
+        return self._models[name]
+
+    def scorecard(self, name: str, n_steps: int = 30) -> Scorecard:
+        """The :class:`Scorecard` of recipe ``name`` sampled with ``n_steps`` steps: read from the cache, or made
+        (training the model if need be) and stored."""
+        recipe = get_recipe(name)
+        settings = {"n_per_class": self.n_per_class, "n_steps": n_steps, "guidance": self.guidance}
+        return cached_scorecard(recipe, self.steps, lambda: score(
+            recipe, self.model(name), self.classifier, self.real, self.real_labels, steps=self.steps,
+            train_seconds=self.model(name).diffkit_train_seconds, **settings), **settings)
+
+    def fid_floor(self) -> tuple[float, float]:
+        """FID of real training digits against ``real`` (:func:`diffkit.evaluation.fid_floor`): what a perfect
+        recipe would score at this sample size, and its standard error."""
+        from .evaluation import fid_floor
+
+        return fid_floor(self.classifier, self.digits, self.labels, self.real, self.n_per_class)

@@ -34,6 +34,24 @@ def test_fid_orders_sample_quality(classifier, digits):
     assert real < 0.2 * blurred and blurred < 0.1 * noise  # real digits << blurred digits << noise
 
 
+def test_fid_floor_is_each_disjoint_set_scored_against_the_held_out_digits(classifier):
+    """Recomputed by hand: the floor is the mean of the per-set FIDs of class-balanced disjoint sets, with the
+    standard error of that mean; and real digits score far below blurred ones at the same size."""
+    x, y = data.mnist_tensors("train", verbose=False)
+    x_test, y_test = data.mnist_tensors("test", verbose=False)
+    real = torch.cat([x_test[y_test == c][:20] for c in range(10)])
+    mean, se = evaluation.fid_floor(classifier, x, y, real, 20, sets=3)
+    fids = torch.tensor([evaluation.mnist_fid(classifier, torch.cat([x[y == c][20 * k:20 * (k + 1)] for c in range(10)]),
+                                              real) for k in range(3)], dtype=torch.float64)
+    assert mean == pytest.approx(fids.mean().item()) and se == pytest.approx(fids.std().item() / 3**0.5)
+    assert len(set(fids.tolist())) == 3  # three different sets
+    assert mean + 10 * se < evaluation.mnist_fid(classifier, F.avg_pool2d(real, 3, 1, 1), real)  # blur: far above
+    with pytest.raises(ValueError, match="n_per_class: 5 disjoint sets of 1000 digits"):
+        evaluation.fid_floor(classifier, x, y, real, 1000)
+    with pytest.raises(ValueError, match="sets must be an integer >= 2"):
+        evaluation.fid_floor(classifier, x, y, real, 20, sets=1)
+
+
 def test_bad_input(classifier):
     with pytest.raises(ValueError, match=r"images must have shape \(N, 1, 28, 28\)"):
         evaluation.features(classifier, torch.zeros(4, 1, 8, 8))

@@ -135,6 +135,10 @@ ANSWER_IN_WORDS = {
     "patchify": ["permute(0, 2, 4, 3, 5, 1)", "b c (h p1) (w p2) -> b (h w) (p1 p2 c)"],
     "multihead_attention": ["/ d**0.5", "reshape(b, a.shape[1], heads, d).transpose(1, 2)"],
     "sincos_1d": ["cat([cos(angles), sin(angles)]", "10000 ** (-i / (dim / 2))"],
+    "eps_from_x0": ["(x_t - alpha * x0_hat) / sigma", "(x_t - alpha x0) / sigma"],
+    "x0_mse_from_eps_mse": ["eps_mse / snr", "eps error / SNR"],
+    "explained_variance": ["svdvals(centred) ** 2", "cumsum(0) / variances.sum()"],
+    "rf_time_at_snr": ["1 / (1 + snr.sqrt())", "1 / (1 + sqrt(snr))"],
     "kl_to_prior": ["mean**2 + var - 1 - logvar", "mu^2 + sigma^2 - 1 - log sigma^2"],
     "reparameterize": ["mean + exp(0.5 * logvar) * eps", "exp(logvar / 2)", "mu + sigma * eps"],
     "latent_scale_factor": ["1 / z.std()", "1.0 / std(z)", "one over the standard deviation"],
@@ -434,6 +438,26 @@ SLIPS = [
     ("velocity_from_x0", lambda x, x0, a, s, da, ds: -(da * x0 + ds * (x - a * x0) / s), "sign is flipped"),
     ("velocity_from_x0", lambda x, x0, a, s, da, ds: da * x0 + ds * (x - a * x0) / s**2, "divided by the variance"),
     ("velocity_from_x0", lambda x, x0, a, s, da, ds: x + 0 * da * ds, "x_t itself"),
+    ("eps_from_x0", lambda x, x0, a, s: (x - x0) / s, "x0_hat is not scaled"),
+    ("eps_from_x0", lambda x, x0, a, s: (a * x0 - x) / s, "sign is flipped"),
+    ("eps_from_x0", lambda x, x0, a, s: (x - a * x0) / s**2, "divided by the variance"),
+    ("eps_from_x0", lambda x, x0, a, s: (x - s * x0) / a, "are swapped"),
+    ("eps_from_x0", lambda x, x0, a, s: x - a * x0, "not divided by sigma"),
+    ("x0_mse_from_eps_mse", lambda e, snr: e * snr, "multiplied by the SNR"),
+    ("x0_mse_from_eps_mse", lambda e, snr: e / snr.sqrt(), "square root of the SNR"),
+    ("x0_mse_from_eps_mse", lambda e, snr: e / (snr + 1), "SNR + 1"),
+    ("explained_variance", lambda p: (torch.linalg.svdvals(p) ** 2).cumsum(0) / (torch.linalg.svdvals(p) ** 2).sum(),
+     "not centred"),
+    ("explained_variance", lambda p: torch.linalg.svdvals(p - p.mean(0)).cumsum(0)
+     / torch.linalg.svdvals(p - p.mean(0)).sum(), "not squared"),
+    ("explained_variance", lambda p: torch.linalg.svdvals(p - p.mean(0)) ** 2
+     / (torch.linalg.svdvals(p - p.mean(0)) ** 2).sum(), "not cumulative"),
+    ("explained_variance", lambda p: (torch.linalg.svdvals(p - p.mean(0)).flip(0) ** 2).cumsum(0)
+     / (torch.linalg.svdvals(p - p.mean(0)) ** 2).sum(), "smallest first"),
+    ("rf_time_at_snr", lambda snr: 1 / (1 + snr), "ratio of variances"),
+    ("rf_time_at_snr", lambda snr: snr.sqrt() / (1 + snr.sqrt()), "wrong way"),
+    ("rf_time_at_snr", lambda snr: 1 / (1 + snr).sqrt(), "variance-preserving"),
+    ("rf_time_at_snr", lambda snr: 1 / snr.sqrt(), "not t itself"),
     ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + ss * (x - at * x0), "not divided by sigma_t"),
     ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + st / ss * (x - at * x0), "are swapped"),
     ("ddim_x0_step", lambda x, x0, at, st, as_, ss: as_ * x0 + ss / st * (x - x0), "not scaled by alpha_t"),
@@ -599,8 +623,8 @@ def test_solution_without_pygments_is_escaped_code(monkeypatch):
 def test_chapters_in_book_are_those_of_the_toc():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    chapters = tuple(int(Path(f).name[:2]) for f in files if f.startswith("notebooks/"))
-    assert chapters == exercises.CHAPTERS_IN_BOOK
+    chapters = tuple(dict.fromkeys(int(Path(f).name[:2]) for f in files if f.startswith("notebooks/")))
+    assert chapters == exercises.CHAPTERS_IN_BOOK  # (chapter 10's four notebooks are one chapter)
 
 
 def test_list_shows_the_chapters_in_the_book_and_marks_coming_ones(capsys, monkeypatch):

@@ -106,7 +106,7 @@ def _diagnose_latent_scale_factor(fn: Callable) -> list[str]:
 EXERCISES = [
     Exercise("kl_to_prior", 11, "the KL divergence of N(mean, diag exp(logvar)) to N(0, I), one per row: mean and "
              "logvar (B, D) -> (B,)", kl_to_prior, _diagnose_kl_to_prior, (
-                 "Work out one dimension first: the KL of N(mu, s^2) to N(0, 1) is the chapter's eq-gauss-kl with "
+                 "Work out one dimension first: the KL of N(mu, s^2) to N(0, 1) is the chapter's eq-kl-prior with "
                  "one term; then ask how the KLs of independent dimensions combine.",
                  "Which quantity does logvar hold — sigma, sigma^2, or the log of one of them? Write the variance "
                  "from it before anything else, and check your answer is 0 when mean = 0 and logvar = 0.",
