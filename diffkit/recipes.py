@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,9 @@ from . import grids, losses, samplers
 from ._checks import check_choice, check_positive_int
 from .models import DiT, UNet
 from .paths import DiscretePath, GaussianPath, LinearPath
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "generate", "train_config", "error_by_snr", "Scorecard", "score",
            "cached_scorecard", "SNRS", "CACHE_NAMES", "Comparison"]
@@ -115,7 +119,7 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def train_config(steps: int):
+def train_config(steps: int) -> TrainConfig:
     """The book's training settings for every recipe (chapter 8's DiT run): batch 128, Adam at the recipe's
     learning rate 5e-4, EMA 0.995, for ``steps`` steps."""
     from .training import TrainConfig
@@ -219,23 +223,28 @@ def score(recipe: Recipe, model: nn.Module, classifier: nn.Module, real: Tensor,
 _TENSOR_FIELDS = ("grid", "snrs", "mse_label", "mse_null")
 
 
-def _scorecard_path(recipe: Recipe, steps: int, settings: dict) -> Path:
+def _scorecard_path(recipe: Recipe, steps: int, settings: dict, key: dict) -> Path:
     from .cache import cache_dir, config_key
 
-    key = config_key(f"scorecard-{recipe.name}", {"train": asdict(train_config(steps)), "score": settings})
+    key = config_key(f"scorecard-{recipe.name}", {"train": asdict(train_config(steps)), "score": settings, **key})
     return cache_dir() / "scorecards" / f"{recipe.name}-{key[:20]}.safetensors"
 
 
 def cached_scorecard(recipe: Recipe, steps: int, compute: Callable[[], Scorecard] | None = None, *,
-                     n_per_class: int = 50, n_steps: int = 30, guidance: float = 3.0, seed: int = 8) -> Scorecard:
+                     n_per_class: int = 50, n_steps: int = 30, guidance: float = 3.0, seed: int = 8,
+                     key: dict | None = None) -> Scorecard:
     """The scorecard of ``recipe`` trained ``steps`` steps with :func:`train_config` and scored with these
-    settings: read from the cache, or made by ``compute()`` and stored there.  Without ``compute``, a missing
-    scorecard is an error that says which notebook makes it — chapter 10 trains each recipe in its own notebook
-    and sets the rows side by side in the last one."""
+    settings: read from the cache, or made by ``compute()`` and stored there.  ``key`` adds what else the
+    scorecard depends on (:class:`Comparison` adds fingerprints of the training and the held-out digits, so that
+    other data never reads this data's scorecard).  Without ``compute``, a missing scorecard is an error that says
+    which notebook makes it — chapter 10 trains each recipe in its own notebook and sets the rows side by side in
+    the last one."""
     from . import checkpoints
 
     settings = {"n_per_class": n_per_class, "n_steps": n_steps, "guidance": guidance, "seed": seed}
-    path = _scorecard_path(recipe, steps, settings)
+    if key is not None and not isinstance(key, dict):
+        raise TypeError(f"key must be a dict of what else the scorecard depends on, got {type(key).__name__}")
+    path = _scorecard_path(recipe, steps, settings, key or {})
     if path.exists():
         tensors, meta = checkpoints.load(path)
         fields = {k: v for k, v in meta.items() if k in Scorecard.__dataclass_fields__}
@@ -274,6 +283,29 @@ class Comparison:
     guidance: float = 3.0
     _models: dict = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        from ._checks import check_tensor
+        from .cache import fingerprint
+
+        check_tensor("digits", self.digits, ndim=4)
+        if not isinstance(self.labels, Tensor) or self.labels.shape != (self.digits.shape[0],):
+            raise ValueError(f"labels must be the {self.digits.shape[0]} labels of digits, "
+                             f"shape ({self.digits.shape[0]},)")
+        check_positive_int("steps", self.steps)
+        check_positive_int("n_per_class", self.n_per_class)
+        if not isinstance(self.classifier, nn.Module):
+            raise TypeError(f"classifier must be the scoring network (evaluation.mnist_classifier()), "
+                            f"got {type(self.classifier).__name__}")
+        n = NUM_CLASSES * self.n_per_class
+        check_tensor("real", self.real, ndim=4)
+        if self.real.shape[0] != n:
+            raise ValueError(f"real must hold {n} held-out digits (n_per_class = {self.n_per_class} of each of "
+                             f"{NUM_CLASSES} classes), got {self.real.shape[0]}")
+        if not isinstance(self.real_labels, Tensor) or self.real_labels.shape != (n,):
+            raise ValueError(f"real_labels must be the {n} labels of real, shape ({n},)")
+        self._key = {"data": fingerprint((self.digits, self.labels)),
+                     "real": fingerprint((self.real, self.real_labels))}
+
     def model(self, name: str) -> nn.Module:
         """Recipe ``name`` trained :func:`train_config` ``(steps)`` on the digits: from the cache, or trained and
         stored there (its training time is ``model.diffkit_train_seconds``)."""
@@ -293,7 +325,7 @@ class Comparison:
         settings = {"n_per_class": self.n_per_class, "n_steps": n_steps, "guidance": self.guidance}
         return cached_scorecard(recipe, self.steps, lambda: score(
             recipe, self.model(name), self.classifier, self.real, self.real_labels, steps=self.steps,
-            train_seconds=self.model(name).diffkit_train_seconds, **settings), **settings)
+            train_seconds=self.model(name).diffkit_train_seconds, **settings), key=self._key, **settings)
 
     def fid_floor(self) -> tuple[float, float]:
         """FID of real training digits against ``real`` (:func:`diffkit.evaluation.fid_floor`): what a perfect

@@ -158,3 +158,26 @@ def test_error_by_snr_meets_the_exact_posterior_error_on_either_path(name):
     exact = torch.tensor([s2 / (1 + s2 * snr) for snr in recipes.SNRS], dtype=torch.float64)
     torch.testing.assert_close(label, exact, rtol=0.02, atol=0.0)  # 313,600 squared errors per level
     assert (null >= label - 1e-9).all() and null[-1] > 5 * label[-1]  # at SNR 0.001 the label is all it knows
+
+
+def test_comparison_checks_its_inputs_and_keys_scorecards_by_the_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    digits, labels = torch.rand(30, 1, 28, 28) * 2 - 1, torch.arange(30) % 10
+    real, real_labels = torch.rand(20, 1, 28, 28), torch.arange(10).repeat_interleave(2)
+    net = torch.nn.Linear(1, 1)  # stands in for the classifier: nothing is scored here
+    bench = recipes.Comparison(digits, labels, 3, net, real, real_labels, 2)
+    other = recipes.Comparison(digits.flip(0), labels.flip(0), 3, net, real, real_labels, 2)
+    recipes.cached_scorecard(recipes.get_recipe("dit"), 3, _card, n_per_class=2, key=bench._key)
+    assert recipes.cached_scorecard(recipes.get_recipe("dit"), 3, n_per_class=2, key=bench._key).fid == 12.5
+    with pytest.raises(FileNotFoundError):  # other training digits: another scorecard
+        recipes.cached_scorecard(recipes.get_recipe("dit"), 3, n_per_class=2, key=other._key)
+    with pytest.raises(ValueError, match="labels must be the 30 labels of digits"):
+        recipes.Comparison(digits, labels[:5], 3, net, real, real_labels, 2)
+    with pytest.raises(ValueError, match="real must hold 30 held-out digits"):
+        recipes.Comparison(digits, labels, 3, net, real, real_labels, 3)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        recipes.Comparison(digits, labels, 0, net, real, real_labels, 2)
+    with pytest.raises(TypeError, match="classifier must be the scoring network"):
+        recipes.Comparison(digits, labels, 3, "classifier", real, real_labels, 2)
+    with pytest.raises(TypeError, match="key must be a dict"):
+        recipes.cached_scorecard(recipes.get_recipe("dit"), 3, key="data")
