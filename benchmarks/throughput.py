@@ -2,7 +2,8 @@
 and diffkit's DiT and U-Net against diffusers' at matched sizes.
 
     .venv/bin/python benchmarks/throughput.py                      # every table (about 10 min on 2 CPU cores)
-    .venv/bin/python benchmarks/throughput.py --only precision     # or: overhead, dit-reference, unet-reference
+    .venv/bin/python benchmarks/throughput.py --only precision     # or: overhead, dit-reference, unet-reference,
+                                                                   #     compile
     .venv/bin/python benchmarks/throughput.py --device cuda --rounds 7
 
 Every number is a rate in images per second, the median over ``--rounds`` interleaved rounds (A, B, A, B, ...:
@@ -28,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffkit import losses, models, recipes, training, zoo  # noqa: E402
 
-PARTS = ("precision", "overhead", "dit-reference", "unet-reference")
+PARTS = ("precision", "overhead", "dit-reference", "unet-reference", "compile")
 
 
 # --- timing -----------------------------------------------------------------------------------------------------
@@ -210,31 +211,39 @@ class _DiffusersUNet(nn.Module):
         return self.net(x, t * 1000, return_dict=False)[0]
 
 
-def _versus(pairs: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]], batch: int,
-            device: torch.device, rounds: int, round_seconds: float, labelled: bool) -> None:
-    print(f"{'config':22s} {'params':>13s} {'train img/s':>19s} {'ratio':>6s}   {'sample img/s':>19s} {'ratio':>6s}")
+def _step_and_sample(nets: dict[str, nn.Module], batch: int, device: torch.device, labelled: bool
+                     ) -> tuple[dict[str, Callable[[], None]], dict[str, Callable[[], None]]]:
+    """For each network, one AdamW training step on a fixed random batch (MSE to a fixed target) and one
+    network evaluation without gradients, both as calls ``fn()``."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device) if labelled else None
     t = torch.rand(batch, generator=g).to(device)
     target = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    steps, evals = {}, {}
+    for k, net in nets.items():
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+        def step(net: nn.Module = net, opt: torch.optim.Optimizer = opt) -> None:
+            loss = (net(x, t, y) - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def evaluate(net: nn.Module = net) -> None:
+            with torch.no_grad():
+                net(x, t, y)
+        steps[k], evals[k] = step, evaluate
+    return steps, evals
+
+
+def _versus(pairs: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module]]], batch: int,
+            device: torch.device, rounds: int, round_seconds: float, labelled: bool) -> None:
+    print(f"{'config':22s} {'params':>13s} {'train img/s':>19s} {'ratio':>6s}   {'sample img/s':>19s} {'ratio':>6s}")
     for name, (ours, theirs) in pairs.items():
         nets = {"diffkit": ours().to(device), "diffusers": theirs().to(device)}
         params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
-        steps, evals = {}, {}
-        for k, net in nets.items():
-            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-
-            def step(net: nn.Module = net, opt: torch.optim.Optimizer = opt) -> None:
-                loss = (net(x, t, y) - target).square().mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            def evaluate(net: nn.Module = net) -> None:
-                with torch.no_grad():
-                    net(x, t, y)
-            steps[k], evals[k] = step, evaluate
+        steps, evals = _step_and_sample(nets, batch, device, labelled)
         train = compare(steps, device, rounds, round_seconds)
         sample = compare(evals, device, rounds, round_seconds)
         print(f"{name:22s} {params['diffkit'] / 1e6:5.2f}M/{params['diffusers'] / 1e6:5.2f}M "
@@ -267,6 +276,28 @@ def unet_reference_table(device: torch.device, rounds: int, round_seconds: float
     _versus(pairs, 64, device, rounds, round_seconds, labelled=False)
 
 
+def compile_table(device: torch.device, rounds: int, round_seconds: float, batch: int) -> None:
+    """The recipes' DiT eager, with each transformer block ``torch.compile``d (regional compilation: one graph,
+    reused by every block), and diffusers' eager DiT, train and sample; with the seconds the first step and
+    evaluation took (compilation included), which a chapter's run would pay once."""
+    print(f"\n## torch.compile of the DiT's blocks (p4/d128/L4), fp32, batch {batch}: img/s, speed-up over diffusers")
+    nets = {name: models.DiT(patch_size=4, hidden=128, depth=4, heads=4, num_classes=10).to(device)
+            for name in ("diffkit eager", "diffkit compiled")}
+    nets["diffusers eager"] = _DiffusersDiT(4, 128, 4, 4).to(device)
+    for block in nets["diffkit compiled"].blocks:
+        block.compile()
+    steps, evals = _step_and_sample(nets, batch, device, labelled=True)
+    first = {name: seconds_per_call(steps[name], 1, device) + seconds_per_call(evals[name], 1, device)
+             for name in nets}  # the compiled network compiles here
+    train = compare(steps, device, rounds, round_seconds)
+    sample = compare(evals, device, rounds, round_seconds)
+    print(f"{'':18s} {'first step s':>12s} {'train':>7s} {'x':>6s} {'sample':>7s} {'x':>6s}")
+    for name in nets:
+        print(f"{name:18s} {first[name]:12.1f} {batch / train[name]:7.0f} "
+              f"{train['diffusers eager'] / train[name]:6.2f} {batch / sample[name]:7.0f} "
+              f"{sample['diffusers eager'] / sample[name]:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=str(training.default_device()))
@@ -291,6 +322,8 @@ def main() -> None:
         dit_reference_table(device, args.rounds, args.round_seconds, args.batch)
     if "unet-reference" in parts:
         unet_reference_table(device, args.rounds, args.round_seconds)
+    if "compile" in parts:
+        compile_table(device, args.rounds, args.round_seconds, args.batch)
 
 
 if __name__ == "__main__":

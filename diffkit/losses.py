@@ -18,7 +18,8 @@ model output on the matching target (:mod:`diffkit.targets`):
 **Weightings** (chapter 4) are stated on the :math:`x_0` scale: the loss is
 :math:`w(t)\,\lVert\hat x_0 - x_0\rVert^2` with :math:`w = \mathrm{SNR}` (``"snr"``: equals the ε-loss),
 :math:`\max(\mathrm{SNR}, 1)` (``"truncated_snr"``, Salimans & Ho, 2022) or :math:`\min(\mathrm{SNR}, \gamma)`
-(``"min_snr"``, Hang et al., 2023), evaluated on the model's own target by the exact change of scale
+(``"min_snr"``, Hang et al., 2023) or 1 (``"x0"``: the :math:`x_0`-loss, whatever the network outputs; chapter
+10 trains an ε-network on it), evaluated on the model's own target by the exact change of scale
 :math:`\lVert\Delta\,\text{target}\rVert^2 = k_\text{target}(t)\,\lVert\Delta x_0\rVert^2`.  ``weighting=None`` is the
 plain MSE on the model's own target.
 
@@ -50,26 +51,37 @@ __all__ = ["diffusion_loss", "ddpm_loss", "dsm_loss", "cfm_loss", "denoising_mse
            "loss_weight", "WEIGHTINGS", "T_DISTRIBUTIONS", "Objective", "objective", "OBJECTIVES",
            "path_to_dict", "path_from_dict"]
 
-WEIGHTINGS = (None, "snr", "truncated_snr", "min_snr")
+WEIGHTINGS = (None, "snr", "truncated_snr", "min_snr", "x0")
 T_DISTRIBUTIONS = ("uniform", "logit_normal")
 Model = Callable[..., Tensor]
 
 
 def sample_t(n: int, path: GaussianPath, *, t_dist: str = "uniform", loc: float = 0.0, scale: float = 1.0,
-             generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+             shift: float = 1.0, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
              device: torch.device | str | None = None) -> Tensor:
     r"""Training times: ``"uniform"`` (on the path's grid if it is discrete) or ``"logit_normal"``
-    :math:`t = \operatorname{sigmoid}(\mu + s\,n)`, :math:`n \sim \mathcal N(0, 1)` (SD3; Esser et al., 2024)."""
+    :math:`t = \operatorname{sigmoid}(\mu + s\,n)`, :math:`n \sim \mathcal N(0, 1)` (SD3; Esser et al., 2024).
+
+    ``shift`` :math:`= a` moves every draw toward noise, :math:`t \mapsto a t / (1 + (a - 1) t)` (SD3's timestep
+    shift, section 5.3.2; chapter 10): :math:`\operatorname{logit} t` grows by :math:`\ln a`, so on the rectified-flow
+    path, where :math:`\log\mathrm{SNR} = -2\operatorname{logit} t`, every draw's SNR is divided by :math:`a^2`
+    (a logit-normal :math:`\mu` becomes :math:`\mu + \ln a`).  Continuous paths only."""
     check_choice("t_dist", t_dist, T_DISTRIBUTIONS)
     check_positive_int("n", n)
+    shift = check_number("shift", shift, low=0.0, low_open=True)
+    if path.discrete and (t_dist != "uniform" or shift != 1.0):
+        raise ValueError(f"t_dist={t_dist!r} with shift={shift:g} needs a continuous path; a DiscretePath trains "
+                         "on its grid (uniform, shift 1)")
     if t_dist == "uniform":
-        return path.sample_t(n, generator=generator, dtype=dtype, device=device)
-    if path.discrete:
-        raise ValueError("t_dist='logit_normal' needs a continuous path; a DiscretePath trains on its grid")
-    check_number("loc", loc)
-    check_number("scale", scale, low=0.0, low_open=True)
-    t = torch.sigmoid(loc + scale * torch.randn(n, generator=generator, dtype=torch.float64))
-    return t.clamp(1e-6, 1.0).to(dtype=dtype, device=device)
+        t = path.sample_t(n, generator=generator, dtype=torch.float64 if shift != 1.0 else dtype, device=device)
+    else:
+        check_number("loc", loc)
+        check_number("scale", scale, low=0.0, low_open=True)
+        t = torch.sigmoid(loc + scale * torch.randn(n, generator=generator, dtype=torch.float64))
+        t = t.clamp(1e-6, 1.0)
+    if shift != 1.0:
+        t = (shift * t / (1 + (shift - 1) * t)).clamp(1e-6, 1.0)
+    return t.to(dtype=dtype, device=device)
 
 
 def target_scale(target: str, t: Tensor, path: GaussianPath) -> Tensor:
@@ -100,6 +112,8 @@ def loss_weight(weighting: str | None, t: Tensor, path: GaussianPath, gamma: flo
     if weighting == "min_snr":
         check_number("gamma", gamma, low=0.0, low_open=True)
         return snr.clamp_max(gamma)
+    if weighting == "x0":
+        return torch.ones_like(snr)
     raise ValueError("weighting=None has no x0-scale weight")
 
 
@@ -110,11 +124,12 @@ def _predict(model: Model, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
 
 def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "eps", y: Tensor | None = None,
                    t: Tensor | None = None, eps: Tensor | None = None, weighting: str | None = None,
-                   gamma: float = 5.0, t_dist: str = "uniform", coupling: str | None = None,
+                   gamma: float = 5.0, t_dist: str = "uniform", t_shift: float = 1.0, coupling: str | None = None,
                    generator: torch.Generator | None = None, reduce: bool = True) -> Tensor:
     r"""The shared regression :math:`\mathbb E\,[\,w\,\lVert f_\theta(x_t, t, y) - \text{target}(x_0, \varepsilon)\rVert^2]`.
 
-    ``t`` and ``eps`` may be given (to reuse the same draws); otherwise they are sampled with ``generator``.
+    ``t`` and ``eps`` may be given (to reuse the same draws); otherwise they are sampled with ``generator``
+    (:func:`sample_t` with ``t_dist`` and ``shift=t_shift``).
     ``coupling="ot"`` re-pairs data and noise by exact minibatch OT before building :math:`x_t`.
     Returns the mean over the batch (or the per-sample losses with ``reduce=False``); the squared error is
     summed over all non-batch dimensions and divided by their number.
@@ -125,7 +140,7 @@ def diffusion_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str 
     check_choice("coupling", coupling, (None, "ot"))
     B = x0.shape[0]
     if t is None:
-        t = sample_t(B, path, t_dist=t_dist, generator=generator, dtype=x0.dtype, device=x0.device)
+        t = sample_t(B, path, t_dist=t_dist, shift=t_shift, generator=generator, dtype=x0.dtype, device=x0.device)
     else:
         t = as_time("t", t, B, x0)
     if (path.sigma(t) == 0).any():
@@ -153,7 +168,7 @@ def ddpm_loss(model: Model, x0: Tensor, path: GaussianPath, *, target: str = "ep
 
 
 def dsm_loss(model: Model, x0: Tensor, path: GaussianPath, *, t: Tensor | None = None, t_dist: str = "uniform",
-             generator: torch.Generator | None = None, **kwargs) -> Tensor:
+             t_shift: float = 1.0, generator: torch.Generator | None = None, **kwargs) -> Tensor:
     r"""Denoising score matching with :math:`\lambda(t) = \sigma_t^2` (Song et al., 2021; chapter 5):
     :math:`\mathbb E\,\sigma_t^2\lVert s_\theta(x_t, t) - \nabla_{x_t}\log q(x_t|x_0)\rVert^2`,
     :math:`\nabla_{x_t}\log q(x_t|x_0) = -\varepsilon/\sigma_t`.  The model predicts the score."""
@@ -162,19 +177,21 @@ def dsm_loss(model: Model, x0: Tensor, path: GaussianPath, *, t: Tensor | None =
             raise TypeError(f"dsm_loss fixes {key}; use diffusion_loss to change it")
     check_tensor("x0", x0, min_ndim=2)
     if t is None:
-        t = sample_t(x0.shape[0], path, t_dist=t_dist, generator=generator, dtype=x0.dtype, device=x0.device)
+        t = sample_t(x0.shape[0], path, t_dist=t_dist, shift=t_shift, generator=generator, dtype=x0.dtype,
+                     device=x0.device)
     t = as_time("t", t, x0.shape[0], x0)
     per_sample = diffusion_loss(model, x0, path, target="score", t=t, generator=generator, reduce=False, **kwargs)
     return (path.sigma(t) ** 2 * per_sample).mean()
 
 
 def cfm_loss(model: Model, x0: Tensor, *, sigma_min: float = 0.0, path: GaussianPath | None = None,
-             t_dist: str = "uniform", coupling: str | None = None, **kwargs) -> Tensor:
+             t_dist: str = "uniform", t_shift: float = 1.0, coupling: str | None = None, **kwargs) -> Tensor:
     r"""Conditional flow matching (Lipman et al., 2023; Liu et al., 2023; chapter 7):
     :math:`\mathbb E\lVert u_\theta(x_t, t) - (\dot\alpha_t x_0 + \dot\sigma_t\varepsilon)\rVert^2`, on
     ``LinearPath(sigma_min)`` by default (target :math:`(1-\sigma_\min)\varepsilon - x_0`)."""
     path = LinearPath(sigma_min) if path is None else path
-    return diffusion_loss(model, x0, path, target="velocity", t_dist=t_dist, coupling=coupling, **kwargs)
+    return diffusion_loss(model, x0, path, target="velocity", t_dist=t_dist, t_shift=t_shift, coupling=coupling,
+                          **kwargs)
 
 
 @torch.no_grad()
@@ -219,10 +236,10 @@ def denoising_mse(model: Model, x0: Tensor, path: GaussianPath, ts: Tensor | lis
 # --- objectives: a loss bound to its path, target and options (the Trainer's loss_fn) ---------------------------
 #: The kinds :func:`objective` knows: the loss function, the targets it can train and the options it takes.
 OBJECTIVES: dict[str, tuple[Callable[..., Tensor], tuple[str, ...], tuple[str, ...]]] = {
-    "diffusion": (diffusion_loss, TARGETS, ("weighting", "gamma", "t_dist", "coupling")),
-    "ddpm": (ddpm_loss, ("eps", "x0", "v"), ("weighting", "gamma", "t_dist", "coupling")),
-    "dsm": (dsm_loss, ("score",), ("t_dist", "coupling")),
-    "cfm": (cfm_loss, ("velocity",), ("t_dist", "coupling")),
+    "diffusion": (diffusion_loss, TARGETS, ("weighting", "gamma", "t_dist", "t_shift", "coupling")),
+    "ddpm": (ddpm_loss, ("eps", "x0", "v"), ("weighting", "gamma", "t_dist", "t_shift", "coupling")),
+    "dsm": (dsm_loss, ("score",), ("t_dist", "t_shift", "coupling")),
+    "cfm": (cfm_loss, ("velocity",), ("t_dist", "t_shift", "coupling")),
 }
 _SIGNATURE = "loss_fn(model, x0, y, generator) -> scalar tensor"
 
@@ -306,7 +323,7 @@ def objective(kind: str | Callable[..., Tensor] | Objective, *, path: GaussianPa
     (``losses.cfm_loss``).  ``path`` is required except for ``"cfm"`` (default ``LinearPath(sigma_min)``);
     ``target`` defaults to ``"eps"`` for ``"ddpm"``/``"diffusion"`` and is fixed for ``"dsm"`` (score) and
     ``"cfm"`` (velocity).  ``options`` are the loss's keyword arguments: ``weighting``, ``gamma``, ``t_dist``,
-    ``coupling`` (``"dsm"``/``"cfm"``: ``t_dist`` and ``coupling`` only).  Examples::
+    ``t_shift``, ``coupling`` (``"dsm"``/``"cfm"``: ``t_dist``, ``t_shift`` and ``coupling`` only).  Examples::
 
         losses.objective("cfm", t_dist="logit_normal")           # rectified flow, chapter 7
         losses.objective("ddpm", path=DiscretePath.from_schedule("linear", 1000), target="v")   # chapter 4
@@ -349,6 +366,10 @@ def objective(kind: str | Callable[..., Tensor] | Objective, *, path: GaussianPa
         check_choice("t_dist", options["t_dist"], T_DISTRIBUTIONS)
         if options["t_dist"] == "logit_normal" and path.discrete:
             raise ValueError("t_dist='logit_normal' needs a continuous path; a DiscretePath trains on its grid")
+    if "t_shift" in options:
+        check_number("t_shift", options["t_shift"], low=0.0, low_open=True)
+        if options["t_shift"] != 1.0 and path.discrete:
+            raise ValueError("t_shift needs a continuous path; a DiscretePath trains on its grid")
     if "coupling" in options:
         check_choice("coupling", options["coupling"], (None, "ot"))
     path_to_dict(path)  # fails now, not at save time, for a path that cannot be recorded

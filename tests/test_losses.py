@@ -115,6 +115,29 @@ def test_snr_weighting_equals_the_eps_loss_for_every_target(path, target):
     torch.testing.assert_close(weighted, reference, rtol=1e-9, atol=0)
 
 
+@pytest.mark.parametrize("path", [paths.VPPath(), paths.LinearPath(), paths.DiscretePath.from_schedule("linear", 1000)],
+                         ids=repr)
+@pytest.mark.parametrize("target", ["eps", "v", "score", "velocity"])
+def test_x0_weighting_is_the_x0_loss_for_every_target(path, target):
+    """weighting="x0" (w = 1) trains any parameterisation on exactly the x0-loss; without it, an eps-network's
+    loss is SNR times that (chapter 10)."""
+    x0_model = TinyNet(0)
+    _, x0, t, eps = _draws(500)
+    if path.discrete:  # on its grid
+        t = (t * 1000).ceil().clamp(1, 1000) / 1000
+
+    def model(x, t, y=None):
+        return targets.convert(x0_model(x, t), "x0", target, x, t, path)
+
+    reference = losses.diffusion_loss(x0_model, x0, path, target="x0", t=t, eps=eps)
+    weighted = losses.diffusion_loss(model, x0, path, target=target, t=t, eps=eps, weighting="x0")
+    torch.testing.assert_close(weighted, reference, rtol=1e-9, atol=0)
+    if target == "eps":
+        plain = losses.diffusion_loss(model, x0, path, target="eps", t=t, eps=eps, reduce=False)
+        per_x0 = losses.diffusion_loss(x0_model, x0, path, target="x0", t=t, eps=eps, reduce=False)
+        torch.testing.assert_close(plain, path.snr(t) * per_x0, rtol=1e-9, atol=0)
+
+
 def test_min_snr_and_truncated_snr_match_their_papers():
     path, model = paths.CosinePath(), TinyNet(0)
     gmm, x0, t, eps = _draws(500)
@@ -208,6 +231,54 @@ def test_time_distributions():
     assert set((seen[0] * 10).round().long().tolist()) == set(range(1, 11))
 
 
+@pytest.mark.parametrize("t_dist", ["uniform", "logit_normal"])
+def test_the_time_shift_adds_log_a_to_every_logit_and_divides_the_snr_by_a_squared(t_dist):
+    """SD3's shift t -> a t / (1 + (a - 1) t) (chapter 10, eq-shift-log-snr): logit t + log a, draw by draw, so on
+    the rectified-flow path SNR / a^2; shift 1 is the unshifted draw itself, bit for bit."""
+    path, a = paths.LinearPath(), 3.0
+
+    def draw(**kw):
+        return losses.sample_t(20_000, path, t_dist=t_dist, generator=torch.Generator().manual_seed(4),
+                               dtype=torch.float64, **kw)
+
+    plain, shifted = draw(), draw(shift=a)
+    assert torch.equal(draw(shift=1.0), plain)
+    inner = (plain > 1e-5) & (plain < 1 - 1e-5)  # away from the clamps
+    torch.testing.assert_close(torch.logit(shifted[inner]) - torch.logit(plain[inner]),
+                               torch.full((int(inner.sum()),), math.log(a), dtype=torch.float64))
+    torch.testing.assert_close(path.snr(plain[inner]) / path.snr(shifted[inner]),
+                               torch.full((int(inner.sum()),), a * a, dtype=torch.float64))
+    assert (shifted >= plain).all() and shifted.max() <= 1.0  # toward noise, still in (0, 1]
+    g = torch.Generator().manual_seed(0)
+    t32 = losses.sample_t(8, path, t_dist=t_dist, generator=g)
+    assert torch.equal(t32, losses.sample_t(8, path, t_dist=t_dist, generator=torch.Generator().manual_seed(0),
+                                            dtype=torch.float64).float())
+
+
+def test_losses_train_on_the_shifted_times():
+    """The objective's ``t_shift`` reaches the times the model sees (the same draws as sample_t's)."""
+    seen = []
+
+    def model(x, t, y=None):
+        seen.append(t)
+        return x
+
+    x0, path = torch.zeros(64, 2), paths.LinearPath()
+    for kind in ("diffusion", "cfm"):
+        seen.clear()
+        objective = losses.objective(kind, path=path, target="x0" if kind == "diffusion" else None,
+                                     t_dist="logit_normal", t_shift=3.0)
+        assert objective.options["t_shift"] == 3.0
+        objective(model, x0, None, torch.Generator().manual_seed(2))
+        expected = losses.sample_t(64, path, t_dist="logit_normal", shift=3.0,
+                                   generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(seen[0], expected)
+    seen.clear()
+    losses.dsm_loss(model, x0, paths.VPPath(), t_shift=2.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(seen[0], losses.sample_t(64, paths.VPPath(), shift=2.0,
+                                                        generator=torch.Generator().manual_seed(1)))
+
+
 def test_ot_coupling_is_used():
     model = TinyNet(0)
     gmm, x0, t, eps = _draws(64)
@@ -230,6 +301,14 @@ def test_bad_input():
         losses.ddpm_loss(lambda x, t, y=None: x, x0, path, t=torch.zeros(8))
     with pytest.raises(ValueError, match="needs a continuous path"):
         losses.sample_t(8, paths.DiscretePath.from_schedule("cosine", 10), t_dist="logit_normal")
+    with pytest.raises(ValueError, match="shift=2 needs a continuous path"):
+        losses.sample_t(8, paths.DiscretePath.from_schedule("cosine", 10), shift=2.0)
+    with pytest.raises(ValueError, match="shift must be > 0.0, got 0.0"):
+        losses.sample_t(8, path, shift=0.0)
+    with pytest.raises(ValueError, match="t_shift must be > 0.0, got -1.0"):
+        losses.objective("cfm", t_shift=-1.0)
+    with pytest.raises(ValueError, match="t_shift needs a continuous path"):
+        losses.objective("ddpm", path=paths.DiscretePath.from_schedule("linear", 100), t_shift=3.0)
     with pytest.raises(ValueError, match="target must be one of 'eps', 'x0', 'v'"):
         losses.ddpm_loss(lambda x, t, y=None: x, x0, path, target="velocity")
     with pytest.raises(TypeError, match="path must be a diffkit.paths.GaussianPath"):

@@ -13,7 +13,7 @@ def test_the_recipes_are_the_documented_axes():
     assert all(type(r.build_model()).__name__ == "DiT" for r in (dit_eps, dit, flux))
     assert sd1.path is dit.path is dit_eps.path and isinstance(sd1.path, paths.DiscretePath)
     assert (sd1.target, dit_eps.target, dit.target, flux.target) == ("eps", "eps", "x0", "x0")
-    assert isinstance(flux.path, paths.LinearPath) and flux.t_dist == "logit_normal"
+    assert isinstance(flux.path, paths.LinearPath) and flux.t_dist == "logit_normal" and flux.t_shift == 3.0
     assert (sd1.sampler, dit_eps.sampler, dit.sampler, flux.sampler) == ("ddim", "ddim", "ddim", "euler")
     assert (sd1.clip_x0, dit.clip_x0, flux.clip_x0) == (1.0, 1.0, None)  # pixel-space DDPM clips x0_hat
     assert sd1.grid(30)[0].item() == 1.0 and sd1.grid(30)[-1].item() == 0.0  # trailing: starts at the noisiest step
@@ -28,7 +28,33 @@ def test_the_dit_recipe_is_chapter_8s_cached_model():
                                              target="x0")
     assert recipes.train_config(1200) == training.TrainConfig(steps=1200, batch_size=128, lr=5e-4, ema_decay=0.995)
     flux = recipes.get_recipe("flux")
-    assert flux.objective.options == {"t_dist": "logit_normal"} and flux.objective.target == "x0"
+    assert flux.objective.options == {"t_dist": "logit_normal", "t_shift": 3.0} and flux.objective.target == "x0"
+    for name in ("sd1", "dit-eps", "dit"):  # unshifted recipes keep the keys their cached models were stored under
+        assert "t_shift" not in recipes.get_recipe(name).objective.options
+
+
+def test_a_scorecard_is_keyed_by_everything_the_recipe_changes(tmp_path, monkeypatch):
+    """A recipe changed after its scorecard was stored (another time shift, sampler, target, network) must not
+    read the old scorecard; keying it must not move the caller's random stream."""
+    import dataclasses
+
+    from diffkit.models import DiT
+
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    flux = recipes.get_recipe("flux")
+    recipes.cached_scorecard(flux, 3, lambda: _card("flux", 3))
+    recipes.cached_scorecard(flux, 3)  # the same recipe reads it back
+    changed = [dataclasses.replace(flux, t_shift=1.0), dataclasses.replace(flux, sampler="heun"),
+               dataclasses.replace(flux, target="velocity"), dataclasses.replace(flux, clip_x0=1.0),
+               dataclasses.replace(flux, build_model=lambda: DiT(hidden=64, num_classes=10))]
+    for recipe in changed:
+        with pytest.raises(FileNotFoundError):
+            recipes.cached_scorecard(recipe, 3)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    recipes.cached_scorecard(flux, 3)
+    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
@@ -181,3 +207,25 @@ def test_comparison_checks_its_inputs_and_keys_scorecards_by_the_data(tmp_path, 
         recipes.Comparison(digits, labels, 3, "classifier", real, real_labels, 2)
     with pytest.raises(TypeError, match="key must be a dict"):
         recipes.cached_scorecard(recipes.get_recipe("dit"), 3, key="data")
+
+
+def test_a_recipe_variant_trains_under_a_name_of_its_own(tmp_path, monkeypatch):
+    """Chapter 10's 'weights or output?' row: a changed recipe (here the eps-DiT on the x0-loss) is trained and
+    cached under its own name; a changed recipe that borrows a shipped recipe's name is refused (it would load
+    that recipe's model)."""
+    import dataclasses
+
+    monkeypatch.setenv("DIFFKIT_CACHE_DIR", str(tmp_path))
+    digits, labels = torch.rand(30, 1, 28, 28) * 2 - 1, torch.arange(30) % 10
+    real, real_labels = torch.rand(20, 1, 28, 28), torch.arange(10).repeat_interleave(2)
+    bench = recipes.Comparison(digits, labels, 2, torch.nn.Linear(1, 1), real, real_labels, 2)
+    reweighted = dataclasses.replace(recipes.get_recipe("dit-eps"), weighting="x0")
+    with pytest.raises(ValueError, match="a changed recipe needs a name of its own, not 'dit-eps'"):
+        bench.model(reweighted)
+    with pytest.raises(TypeError, match="recipe must be a recipe name"):
+        bench.scorecard(3)
+    variant = dataclasses.replace(reweighted, name="dit-eps-x0w")
+    assert variant.objective.kind == "ddpm" and variant.objective.options == {"weighting": "x0"}
+    model = bench.model(variant)
+    assert model.diffkit_objective == variant.objective
+    assert [p.name.split("-")[:4] for p in tmp_path.glob("*.safetensors")] == [["ch10", "dit", "eps", "x0w"]]
