@@ -70,8 +70,9 @@ def sample_t(n: int, path: GaussianPath, *, t_dist: str = "uniform", loc: float 
     check_positive_int("n", n)
     shift = check_number("shift", shift, low=0.0, low_open=True)
     if path.discrete and (t_dist != "uniform" or shift != 1.0):
-        raise ValueError(f"t_dist={t_dist!r} with shift={shift:g} needs a continuous path; a DiscretePath trains "
-                         "on its grid (uniform, shift 1)")
+        asked = " with ".join(([f"t_dist={t_dist!r}"] if t_dist != "uniform" else [])
+                              + ([f"shift={shift:g}"] if shift != 1.0 else []))
+        raise ValueError(f"{asked} needs a continuous path; a DiscretePath trains on its grid (uniform, shift 1)")
     if t_dist == "uniform":
         t = path.sample_t(n, generator=generator, dtype=torch.float64 if shift != 1.0 else dtype, device=device)
     else:

@@ -27,7 +27,8 @@ class right at low SNR, where they are decided; and :math:`\hat x_0 = (x_t - \si
 magnifies what ε error remains by :math:`1/\alpha_t`.  At a few thousand steps the ε-DiT ignores the label; the
 x0-DiT does not (Li & He, 2025, "Back to Basics: Let Denoising Generative Models Denoise").  Reweighting alone does
 not fix it: the ε-DiT trained on the x0-loss (``weighting="x0"``, i.e. the ε-loss times 1/SNR) still ignores the
-label and draws noise, because those weights starve the nearly clean levels instead; the output must change.  A U-Net, whose convolutions see overlapping neighbourhoods at several scales, learns ε well.
+label and draws noise, because those weights starve the nearly clean levels instead; the output must change.  A
+U-Net, whose convolutions see overlapping neighbourhoods at several scales, learns ε well.
 
 **Why the flow recipe shifts its training times.**  On the rectified-flow path :math:`\log\mathrm{SNR} =
 -2\operatorname{logit} t`, so SD3's logit-normal :math:`t` trains at :math:`\log\mathrm{SNR} \sim \mathcal N(0, 2^2)`:
@@ -77,9 +78,9 @@ class Recipe:
     sampler: str
     lr: float
     spacing: str | None = None  # DDPM grids: "trailing" etc.; None = uniform in t
+    clip_x0: float | None = None  # sampling clamps x0_hat to [-c, c] (DDPM's clip_denoised), None = no clipping
     t_shift: float = 1.0  # training times shifted toward noise, t -> a t / (1 + (a - 1) t) (SD3's shift a)
     weighting: str | None = None  # the loss weight on the x0 scale (losses.WEIGHTINGS); None = the target's own MSE
-    clip_x0: float | None = None  # sampling clamps x0_hat to [-c, c] (DDPM's clip_denoised), None = no clipping
 
     @property
     def objective(self) -> losses.Objective:
