@@ -74,7 +74,7 @@ def sample_t(n: int, path: GaussianPath, *, t_dist: str = "uniform", loc: float 
                               + ([f"shift={shift:g}"] if shift != 1.0 else []))
         raise ValueError(f"{asked} needs a continuous path; a DiscretePath trains on its grid (uniform, shift 1)")
     if t_dist == "uniform":
-        t = path.sample_t(n, generator=generator, dtype=torch.float64 if shift != 1.0 else dtype, device=device)
+        t = path.sample_t(n, generator=generator, dtype=torch.float64)  # (drawn in float64 either way)
     else:
         check_number("loc", loc)
         check_number("scale", scale, low=0.0, low_open=True)

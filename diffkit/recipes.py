@@ -262,8 +262,10 @@ def _recipe_key(recipe: Recipe) -> dict:
     """Everything in a recipe that changes its scorecard: the objective (path, target, time distribution and
     shift), the sampler and its grid, the learning rate and the network's architecture (built under a forked
     RNG, so that keying a scorecard does not move the caller's random stream)."""
+    from .checkpoints import model_record
+
     with torch.random.fork_rng(devices=[]):
-        network = repr(recipe.build_model())
+        network = model_record(recipe.build_model())  # what the cache keys a model's architecture by
     return {"objective": recipe.objective.to_dict(), "sampler": recipe.sampler, "spacing": recipe.spacing,
             "clip_x0": recipe.clip_x0, "lr": recipe.lr, "network": network}
 
